@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# placeholder until the wasm/js harness lands
+exit 0

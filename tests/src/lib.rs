@@ -1,1 +1,7 @@
-//! placeholder
+//! Support for LearnSync's end-to-end tests: real servers on random ports, fresh databases per
+//! test, WebSocket and browser drivers. The tests themselves live in `tests/tests/`.
+
+pub mod app;
+pub mod browser;
+pub mod db;
+pub mod js;

@@ -1,0 +1,297 @@
+//! The course progress document: one per user and course.
+//!
+//! Merge rules:
+//! - completed lessons are a set (add wins): flat keys `"<attempt>/<lesson>"` in the genesis
+//!   map `completed`, valued with the completion time (earliest wins on conflict);
+//! - progress never goes backwards: `progress["<attempt>"]` is read as the maximum of its
+//!   concurrent values, and a writer only writes a value higher than everything it has seen, so
+//!   no sequential write can lower it;
+//! - time spent adds up: `time_spent` is a counter created by the genesis, so increments from
+//!   every device are summed by Automerge itself;
+//! - `last_activity` moves only forwards (max);
+//! - restarting a course is its own operation: `attempt` goes to current + 1. Two devices that
+//!   restart concurrently write the same number and agree. Earlier attempts stay as history.
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ROOT, ReadDoc, ScalarValue, Value};
+
+use super::{DocError, max_f64, max_i64, min_i64, require_map, validate_key};
+
+const EXPECTED: &str = "course";
+
+/// A course document's state for the current attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CourseProgress {
+    /// The course id written by the genesis.
+    pub course_id: String,
+    /// The current attempt (1 for the first).
+    pub attempt: u32,
+    /// Completed lessons of the current attempt, with their completion time (epoch ms).
+    pub completed: BTreeMap<String, i64>,
+    /// Progress of the current attempt, percent 0–100.
+    pub progress: f64,
+    /// Seconds spent on the course, over all attempts and devices.
+    pub time_spent_secs: i64,
+    /// Last activity (epoch ms); `None` if never.
+    pub last_activity: Option<i64>,
+}
+
+/// What a progress write did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ProgressOutcome {
+    /// The progress went up to the value written.
+    Raised,
+    /// The document already had this value or a higher one; nothing written. Progress never
+    /// goes backwards: to start over, [`restart`] the course.
+    Kept {
+        /// The progress the document keeps.
+        current: f64,
+    },
+}
+
+/// Reads the course document.
+pub fn read<D: ReadDoc>(doc: &D) -> Result<CourseProgress, DocError> {
+    let completed_map = require_map(doc, "completed", EXPECTED)?;
+    let progress_map = require_map(doc, "progress", EXPECTED)?;
+    let course_id = match super::identify(doc) {
+        Some(super::DocSpec::Course { course_id }) => course_id,
+        _ => return Err(DocError::WrongKind { expected: EXPECTED }),
+    };
+    let attempt = attempt(doc);
+    let prefix = format!("{attempt}/");
+    let mut completed = BTreeMap::new();
+    for key in doc.keys(&completed_map) {
+        if let Some(lesson) = key.strip_prefix(&prefix) {
+            let at = min_i64(doc, &completed_map, &key).unwrap_or(0);
+            completed.insert(lesson.to_string(), at);
+        }
+    }
+    let progress = max_f64(doc, &progress_map, &attempt.to_string())
+        .unwrap_or(0.0)
+        .clamp(0.0, 100.0);
+    let last_activity = max_i64(doc, &ROOT, "last_activity").filter(|t| *t > 0);
+    Ok(CourseProgress {
+        course_id,
+        attempt,
+        completed,
+        progress,
+        time_spent_secs: time_spent(doc),
+        last_activity,
+    })
+}
+
+/// Marks a lesson of the current attempt completed at `now_ms`. Idempotent: returns `false` if
+/// it already was.
+pub fn complete_lesson(
+    doc: &mut AutoCommit,
+    lesson_id: &str,
+    now_ms: i64,
+) -> Result<bool, DocError> {
+    complete_lesson_in(doc, None, lesson_id, now_ms)
+}
+
+/// Marks a lesson completed in a given attempt (the legacy import records into attempt 1).
+pub fn complete_lesson_in(
+    doc: &mut AutoCommit,
+    attempt_no: Option<u32>,
+    lesson_id: &str,
+    now_ms: i64,
+) -> Result<bool, DocError> {
+    validate_key("lesson id", lesson_id)?;
+    let completed_map = require_map(doc, "completed", EXPECTED)?;
+    let attempt_no = attempt_no.unwrap_or_else(|| attempt(doc));
+    let key = format!("{attempt_no}/{lesson_id}");
+    if doc.get(&completed_map, key.as_str())?.is_some() {
+        return Ok(false);
+    }
+    doc.put(&completed_map, key, now_ms)?;
+    touch(doc, now_ms)?;
+    Ok(true)
+}
+
+/// Raises the current attempt's progress to `percent` (0–100). Never lowers it.
+pub fn set_progress(
+    doc: &mut AutoCommit,
+    percent: f64,
+    now_ms: i64,
+) -> Result<ProgressOutcome, DocError> {
+    if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
+        return Err(DocError::InvalidValue {
+            field: "progress".into(),
+            reason: "must be a number from 0 to 100".into(),
+        });
+    }
+    let progress_map = require_map(doc, "progress", EXPECTED)?;
+    let key = attempt(doc).to_string();
+    let current = max_f64(doc, &progress_map, &key).unwrap_or(0.0);
+    if percent <= current {
+        return Ok(ProgressOutcome::Kept { current });
+    }
+    doc.put(&progress_map, key, percent)?;
+    touch(doc, now_ms)?;
+    Ok(ProgressOutcome::Raised)
+}
+
+/// Adds `seconds` of learning time. Refuses negative or absurd values (more than a day at once).
+pub fn add_time(doc: &mut AutoCommit, seconds: i64, now_ms: i64) -> Result<(), DocError> {
+    if !(0..=86_400).contains(&seconds) {
+        return Err(DocError::InvalidValue {
+            field: "time_spent".into(),
+            reason: "must be between 0 and 86400 seconds per report".into(),
+        });
+    }
+    if seconds == 0 {
+        return Ok(());
+    }
+    // The counter was created by the genesis, so every device increments the same object.
+    doc.increment(ROOT, "time_spent", seconds)?;
+    touch(doc, now_ms)?;
+    Ok(())
+}
+
+/// Starts a new attempt: completed lessons and progress start from zero in the new attempt,
+/// the earlier ones stay as history. Returns the new attempt number.
+pub fn restart(doc: &mut AutoCommit, now_ms: i64) -> Result<u32, DocError> {
+    require_map(doc, "completed", EXPECTED)?;
+    let next = attempt(doc).saturating_add(1);
+    doc.put(ROOT, "attempt", u64::from(next))?;
+    touch(doc, now_ms)?;
+    Ok(next)
+}
+
+/// Moves `last_activity` forward to `now_ms` (never back).
+pub fn touch(doc: &mut AutoCommit, now_ms: i64) -> Result<bool, DocError> {
+    if max_i64(doc, &ROOT, "last_activity").unwrap_or(0) >= now_ms {
+        return Ok(false);
+    }
+    doc.put(ROOT, "last_activity", now_ms)?;
+    Ok(true)
+}
+
+fn attempt<D: ReadDoc>(doc: &D) -> u32 {
+    max_i64(doc, &ROOT, "attempt")
+        .and_then(|a| u32::try_from(a).ok())
+        .filter(|a| *a >= 1)
+        .unwrap_or(1)
+}
+
+fn time_spent<D: ReadDoc>(doc: &D) -> i64 {
+    // Prefer the genesis counter; a rival value written by a foreign client is ignored.
+    let mut total = None;
+    if let Ok(values) = doc.get_all(ROOT, "time_spent") {
+        for (value, id) in values {
+            if let Value::Scalar(s) = value
+                && let ScalarValue::Counter(c) = s.as_ref()
+            {
+                let n = i64::from(c);
+                if super::is_genesis_op(&id) {
+                    return n.max(0);
+                }
+                total = Some(n);
+            }
+        }
+    }
+    total.unwrap_or(0).max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docs::{DocSpec, commit, create};
+
+    fn device(n: u8) -> AutoCommit {
+        create(
+            &DocSpec::Course {
+                course_id: "c1".into(),
+            },
+            [n; 16],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn progress_never_goes_backwards() {
+        let mut doc = device(1);
+        assert_eq!(
+            set_progress(&mut doc, 40.0, 1).unwrap(),
+            ProgressOutcome::Raised
+        );
+        assert_eq!(
+            set_progress(&mut doc, 30.0, 2).unwrap(),
+            ProgressOutcome::Kept { current: 40.0 }
+        );
+        assert!(set_progress(&mut doc, 101.0, 2).is_err());
+        assert!(set_progress(&mut doc, f64::NAN, 2).is_err());
+        commit(&mut doc, 2);
+        assert_eq!(read(&doc).unwrap().progress, 40.0);
+    }
+
+    #[test]
+    fn concurrent_progress_merges_to_max_and_time_adds_up() {
+        let mut a = device(1);
+        let mut b = device(2);
+        set_progress(&mut a, 70.0, 10).unwrap();
+        add_time(&mut a, 60, 10).unwrap();
+        complete_lesson(&mut a, "l1", 10).unwrap();
+        commit(&mut a, 10);
+        set_progress(&mut b, 20.0, 20).unwrap();
+        add_time(&mut b, 30, 20).unwrap();
+        complete_lesson(&mut b, "l2", 20).unwrap();
+        commit(&mut b, 20);
+        a.merge(&mut b).unwrap();
+        b.merge(&mut a).unwrap();
+        for doc in [&a, &b] {
+            let p = read(doc).unwrap();
+            assert_eq!(p.progress, 70.0);
+            assert_eq!(p.time_spent_secs, 90);
+            assert_eq!(
+                p.completed.keys().cloned().collect::<Vec<_>>(),
+                ["l1", "l2"]
+            );
+            assert_eq!(p.last_activity, Some(20));
+        }
+        // b now writes 50: lower than what it has seen, so it is refused.
+        assert!(matches!(
+            set_progress(&mut b, 50.0, 30).unwrap(),
+            ProgressOutcome::Kept { .. }
+        ));
+    }
+
+    #[test]
+    fn restart_is_its_own_operation() {
+        let mut a = device(1);
+        complete_lesson(&mut a, "l1", 1).unwrap();
+        set_progress(&mut a, 100.0, 1).unwrap();
+        commit(&mut a, 1);
+        let mut b = device(2);
+        b.merge(&mut a).unwrap();
+        assert_eq!(restart(&mut a, 5).unwrap(), 2);
+        commit(&mut a, 5);
+        assert_eq!(restart(&mut b, 6).unwrap(), 2);
+        commit(&mut b, 6);
+        a.merge(&mut b).unwrap();
+        let p = read(&a).unwrap();
+        assert_eq!((p.attempt, p.progress), (2, 0.0));
+        assert!(p.completed.is_empty());
+        assert!(complete_lesson(&mut a, "l1", 7).unwrap());
+        commit(&mut a, 7);
+        assert_eq!(read(&a).unwrap().completed.len(), 1);
+    }
+
+    #[test]
+    fn complete_lesson_is_idempotent_and_validated() {
+        let mut doc = device(1);
+        assert!(complete_lesson(&mut doc, "l1", 1).unwrap());
+        assert!(!complete_lesson(&mut doc, "l1", 2).unwrap());
+        assert!(complete_lesson(&mut doc, "", 2).is_err());
+        assert!(add_time(&mut doc, -1, 2).is_err());
+    }
+
+    #[test]
+    fn wrong_kind_is_an_error() {
+        let doc = create(&DocSpec::Learning, [1; 16]).unwrap();
+        assert!(matches!(read(&doc), Err(DocError::WrongKind { .. })));
+    }
+}

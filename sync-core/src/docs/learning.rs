@@ -1,0 +1,187 @@
+//! The learning index: which courses and subjects a user is enrolled in.
+//!
+//! Merge rule: enrollments are a set where add wins. Each course has a flat `status` key whose
+//! concurrent values are combined: if any concurrent value is `active`, the course is active.
+//! A later unenroll (one that has seen the enrollment) replaces it, and is kept as a status,
+//! never a deletion, so the course's progress document is untouched and comes back on
+//! re-enrolling. `enrolled_at` is written only when absent and reads as the earliest value.
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ReadDoc, ScalarValue};
+
+use super::{DocError, min_i64, require_map, scalars, validate_key};
+
+/// Most courses one learning index may hold (active or not); protects every replica.
+pub const MAX_ENROLLMENTS: usize = 2000;
+
+const EXPECTED: &str = "learning";
+
+/// A course's enrollment status as the learning index records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    /// Enrolled.
+    Active,
+    /// Explicitly unenrolled; progress is kept.
+    Unenrolled,
+}
+
+impl Status {
+    /// The stored string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Unenrolled => "unenrolled",
+        }
+    }
+}
+
+/// One course of the learning index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    /// The course or subject id.
+    pub course_id: String,
+    /// Current status after merging concurrent writes (add wins).
+    pub status: Status,
+    /// When the user first enrolled (epoch ms), if known.
+    pub enrolled_at: Option<i64>,
+}
+
+/// All enrollments, sorted by course id.
+pub fn enrollments<D: ReadDoc>(doc: &D) -> Result<Vec<Enrollment>, DocError> {
+    let status = require_map(doc, "status", EXPECTED)?;
+    let mut out = Vec::new();
+    for course_id in doc.keys(&status) {
+        if let Some(e) = enrollment(doc, &course_id)? {
+            out.push(e);
+        }
+    }
+    out.sort_by(|a, b| a.course_id.cmp(&b.course_id));
+    Ok(out)
+}
+
+/// One course's enrollment, if the index mentions it.
+pub fn enrollment<D: ReadDoc>(doc: &D, course_id: &str) -> Result<Option<Enrollment>, DocError> {
+    let status_map = require_map(doc, "status", EXPECTED)?;
+    let enrolled_at_map = require_map(doc, "enrolled_at", EXPECTED)?;
+    let statuses: Vec<Status> = scalars(doc, &status_map, course_id)
+        .into_iter()
+        .filter_map(|(v, _)| match v {
+            ScalarValue::Str(s) if s == "active" => Some(Status::Active),
+            ScalarValue::Str(s) if s == "unenrolled" => Some(Status::Unenrolled),
+            _ => None,
+        })
+        .collect();
+    let Some(status) = statuses.iter().copied().min() else {
+        return Ok(None);
+    };
+    // `min` picks Active over Unenrolled: add wins among concurrent values.
+    Ok(Some(Enrollment {
+        course_id: course_id.to_string(),
+        status,
+        enrolled_at: min_i64(doc, &enrolled_at_map, course_id),
+    }))
+}
+
+/// Enrolls in `course_id` (again, if it was unenrolled). `enrolled_at` is the time to record
+/// if the index has none yet (now, or the legacy enrollment date). Returns whether anything
+/// was written.
+pub fn enroll(doc: &mut AutoCommit, course_id: &str, enrolled_at: i64) -> Result<bool, DocError> {
+    validate_key("course id", course_id)?;
+    let status_map = require_map(doc, "status", EXPECTED)?;
+    let enrolled_at_map = require_map(doc, "enrolled_at", EXPECTED)?;
+    let current = enrollment(doc, course_id)?;
+    if current.is_none() && doc.length(&status_map) >= MAX_ENROLLMENTS {
+        return Err(DocError::InvalidValue {
+            field: "course id".into(),
+            reason: format!("a user may have at most {MAX_ENROLLMENTS} enrollments"),
+        });
+    }
+    let mut changed = false;
+    // Write `active` also when a concurrent conflict is present but already reads as active?
+    // No: add wins already makes it read active, and writing would only add noise.
+    if current.as_ref().map(|e| e.status) != Some(Status::Active) {
+        doc.put(&status_map, course_id, Status::Active.as_str())?;
+        changed = true;
+    }
+    if current.and_then(|e| e.enrolled_at).is_none() {
+        doc.put(&enrolled_at_map, course_id, enrolled_at)?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// Unenrolls from `course_id`. The course stays in the index with status `unenrolled`; its
+/// progress document is untouched. Returns `false` if the course was not active.
+pub fn unenroll(doc: &mut AutoCommit, course_id: &str) -> Result<bool, DocError> {
+    validate_key("course id", course_id)?;
+    let status_map = require_map(doc, "status", EXPECTED)?;
+    match enrollment(doc, course_id)? {
+        Some(e) if e.status == Status::Active => {
+            doc.put(&status_map, course_id, Status::Unenrolled.as_str())?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docs::{DocSpec, commit, create};
+
+    fn device(n: u8) -> AutoCommit {
+        create(&DocSpec::Learning, [n; 16]).unwrap()
+    }
+
+    #[test]
+    fn enroll_unenroll_reenroll_keeps_first_date() {
+        let mut doc = device(1);
+        assert!(enroll(&mut doc, "c1", 100).unwrap());
+        assert!(!enroll(&mut doc, "c1", 200).unwrap());
+        assert!(unenroll(&mut doc, "c1").unwrap());
+        assert!(!unenroll(&mut doc, "c1").unwrap());
+        let e = enrollment(&doc, "c1").unwrap().unwrap();
+        assert_eq!(e.status, Status::Unenrolled);
+        assert!(enroll(&mut doc, "c1", 300).unwrap());
+        commit(&mut doc, 300);
+        let e = enrollment(&doc, "c1").unwrap().unwrap();
+        assert_eq!((e.status, e.enrolled_at), (Status::Active, Some(100)));
+        assert!(!unenroll(&mut doc, "never").unwrap());
+    }
+
+    #[test]
+    fn concurrent_enroll_and_unenroll_add_wins() {
+        let mut a = device(1);
+        enroll(&mut a, "c1", 100).unwrap();
+        commit(&mut a, 100);
+        let mut b = device(2);
+        b.merge(&mut a).unwrap();
+        // a unenrolls while b, concurrently, re-confirms nothing... b enrolls in c2 and
+        // unenrolls + re-enrolls c1 (an explicit add).
+        unenroll(&mut a, "c1").unwrap();
+        commit(&mut a, 200);
+        unenroll(&mut b, "c1").unwrap();
+        enroll(&mut b, "c1", 250).unwrap();
+        commit(&mut b, 250);
+        a.merge(&mut b).unwrap();
+        b.merge(&mut a).unwrap();
+        for doc in [&a, &b] {
+            let e = enrollment(doc, "c1").unwrap().unwrap();
+            assert_eq!(e.status, Status::Active);
+            assert_eq!(e.enrolled_at, Some(100));
+        }
+    }
+
+    #[test]
+    fn two_devices_enroll_offline_earliest_date_wins() {
+        let mut a = device(1);
+        let mut b = device(2);
+        enroll(&mut a, "c1", 500).unwrap();
+        commit(&mut a, 500);
+        enroll(&mut b, "c1", 400).unwrap();
+        commit(&mut b, 400);
+        a.merge(&mut b).unwrap();
+        let e = enrollment(&a, "c1").unwrap().unwrap();
+        assert_eq!((e.status, e.enrolled_at), (Status::Active, Some(400)));
+    }
+}

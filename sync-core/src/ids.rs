@@ -80,7 +80,11 @@ impl DocumentId {
     /// The id of a user's progress document for one course, derived from the user's learning
     /// index id so that a device that knows its learning id can derive it offline.
     pub fn course(learning: &DocumentId, course_id: &str) -> Self {
-        derive(&[b"learnsync/doc/v1/course", &learning.0, course_id.as_bytes()])
+        derive(&[
+            b"learnsync/doc/v1/course",
+            &learning.0,
+            course_id.as_bytes(),
+        ])
     }
 }
 
@@ -162,10 +166,16 @@ mod tests {
         let id = DocumentId::from_bytes(bytes);
         assert_eq!(id.to_string(), "148vjpuxYXixb8DcbaWyeGv2q3u");
         assert_eq!(id.to_url(), "automerge:148vjpuxYXixb8DcbaWyeGv2q3u");
-        assert_eq!(DocumentId::parse("148vjpuxYXixb8DcbaWyeGv2q3u").unwrap(), id);
+        assert_eq!(
+            DocumentId::parse("148vjpuxYXixb8DcbaWyeGv2q3u").unwrap(),
+            id
+        );
 
         let other = DocumentId::parse("2mtAaaMKcNDRCpUHKJUBiwqqoHF4").unwrap();
-        assert_eq!(hex::encode(other.as_bytes()), "7f52d0a8b8b04343bb17b1549fea8ced");
+        assert_eq!(
+            hex::encode(other.as_bytes()),
+            "7f52d0a8b8b04343bb17b1549fea8ced"
+        );
     }
 
     #[test]
@@ -179,7 +189,10 @@ mod tests {
         assert_eq!(DocumentId::parse("0OIl"), Err(IdError::NotBs58Check));
         let short = bs58::encode([1u8, 2, 3]).with_check().into_string();
         assert_eq!(DocumentId::parse(&short), Err(IdError::WrongLength(3)));
-        assert_eq!(DocumentId::parse(&"1".repeat(100)), Err(IdError::NotBs58Check));
+        assert_eq!(
+            DocumentId::parse(&"1".repeat(100)),
+            Err(IdError::NotBs58Check)
+        );
     }
 
     #[test]

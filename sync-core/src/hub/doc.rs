@@ -1,0 +1,826 @@
+//! One document inside the hub: its live copy, its peers, and its path to durability.
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{ActorId, AutoCommit, ChangeHash};
+
+use super::{
+    CloseReason, ConnEntry, ConnId, Ctx, DocMeta, EditError, EditFn, EditToken, HubMessage, Output,
+    PeerInfo, ResyncScope, StorageFailure, StoreWrite, StoredDoc, TaskId,
+};
+use crate::docs::{self, DocSpec, projection::Projection};
+use crate::ids::DocumentId;
+
+/// The value a server-side edit returns to its caller (downcast by the caller, who wrote the
+/// edit and knows its type).
+pub type EditValue = Box<dyn Any + Send>;
+
+/// Most inputs kept for a document while it loads; past this the sender is disconnected
+/// rather than letting a slow database grow memory without bound.
+const MAX_QUEUED: usize = 1024;
+
+pub(crate) struct DocEntry {
+    id: DocumentId,
+    meta: DocMeta,
+    life: Life,
+    peers: BTreeMap<ConnId, PeerDoc>,
+    /// Persisted sync states by peer storage id (from storage, or kept at disconnect).
+    saved_states: HashMap<String, Vec<u8>>,
+    in_storage: bool,
+    /// Heads known to be durable.
+    stored_heads: Vec<ChangeHash>,
+    /// The write in flight, if any (one at a time per document).
+    store: Option<InFlight>,
+    /// The live copy has changes that no write covers yet.
+    dirty: bool,
+    /// When to retry a failed write, and the delay used last (doubles per failure).
+    retry_at: Option<i64>,
+    backoff: i64,
+    edits: VecDeque<PendingEdit>,
+    /// The projection as of `stored_heads`, to send only what changed.
+    projected: Option<Projection>,
+    last_active: i64,
+    ephemeral_seen: HashMap<(String, String), u64>,
+    queue: Vec<Queued>,
+}
+
+enum Life {
+    /// Never loaded (or dropped after a refused write).
+    New,
+    Loading(TaskId),
+    /// A load failed; retried at the given time.
+    LoadFailed(i64),
+    Hot(Box<AutoCommit>),
+    /// Evicted from memory; peers and their sync states remain.
+    Cold,
+}
+
+struct PeerDoc {
+    state: sync::State,
+    status: PeerStatus,
+    /// A sync message is owed to this peer as soon as the document is durable.
+    owed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerStatus {
+    Unknown,
+    Wants,
+    Has,
+    Unavailable,
+}
+
+struct InFlight {
+    task: TaskId,
+    heads: Vec<ChangeHash>,
+    /// Owner and kind as this write records them (an edit may create the document).
+    meta: DocMeta,
+    /// Whether the write carries changes from peers (kept and retried if it fails).
+    peer_changes: bool,
+    /// The edit whose change rides on this write: applied to the live copy only when stored.
+    edit: Option<(EditToken, Vec<u8>, EditValue)>,
+    projection: Option<Projection>,
+}
+
+struct PendingEdit {
+    meta: DocMeta,
+    create: Option<DocSpec>,
+    edit: EditFn,
+    token: EditToken,
+}
+
+enum Queued {
+    Sync {
+        conn: ConnId,
+        request: bool,
+        data: Vec<u8>,
+    },
+    Remote(Vec<u8>),
+}
+
+impl DocEntry {
+    pub(crate) fn new(id: DocumentId) -> Self {
+        Self {
+            id,
+            meta: DocMeta::default(),
+            life: Life::New,
+            peers: BTreeMap::new(),
+            saved_states: HashMap::new(),
+            in_storage: false,
+            stored_heads: Vec::new(),
+            store: None,
+            dirty: false,
+            retry_at: None,
+            backoff: 0,
+            edits: VecDeque::new(),
+            projected: None,
+            last_active: 0,
+            ephemeral_seen: HashMap::new(),
+            queue: Vec::new(),
+        }
+    }
+
+    pub(crate) fn is_hot(&self) -> bool {
+        matches!(self.life, Life::Hot(_))
+    }
+
+    pub(crate) fn store_in_flight(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Nothing left worth keeping in memory.
+    pub(crate) fn is_disposable(&self) -> bool {
+        matches!(self.life, Life::New | Life::Cold)
+            && self.peers.is_empty()
+            && self.queue.is_empty()
+            && self.edits.is_empty()
+            && self.store.is_none()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Inputs
+
+    pub(crate) fn enqueue_sync(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        request: bool,
+        data: Vec<u8>,
+        now: i64,
+    ) {
+        self.last_active = now;
+        if self.is_hot() {
+            self.process_sync(ctx, conn, request, data, now);
+            return;
+        }
+        if self.queue.len() >= MAX_QUEUED {
+            ctx.outputs.push_back(Output::Close {
+                conn,
+                reason: CloseReason::InvalidSyncMessage("server busy loading this document".into()),
+            });
+            return;
+        }
+        self.queue.push(Queued::Sync {
+            conn,
+            request,
+            data,
+        });
+        self.ensure_loading(ctx, now);
+    }
+
+    pub(crate) fn enqueue_edit(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        meta: DocMeta,
+        create: Option<DocSpec>,
+        edit: EditFn,
+        token: EditToken,
+        now: i64,
+    ) {
+        self.last_active = now;
+        self.edits.push_back(PendingEdit {
+            meta,
+            create,
+            edit,
+            token,
+        });
+        if self.is_hot() {
+            self.maybe_store(ctx, now);
+        } else {
+            self.ensure_loading(ctx, now);
+        }
+    }
+
+    pub(crate) fn remote_changes(&mut self, ctx: &mut Ctx<'_>, changes: Vec<u8>, now: i64) {
+        match &mut self.life {
+            Life::Hot(doc) => {
+                if self.meta.owner.is_none() {
+                    // Someone else claimed it elsewhere: reload to learn the owner.
+                    self.life = Life::Cold;
+                    if !self.peers.is_empty() {
+                        self.ensure_loading(ctx, now);
+                    }
+                    return;
+                }
+                let before = doc.get_heads();
+                // Corrupt bytes from our own database are not the peers' fault: skip them.
+                let _ = doc.load_incremental(&changes);
+                let after = doc.get_heads();
+                if after == before {
+                    return;
+                }
+                self.in_storage = true;
+                if !self.dirty && self.store.is_none() {
+                    self.stored_heads = after;
+                }
+                // Another instance projected these changes; ours would be stale.
+                self.projected = None;
+                self.last_active = now;
+                for p in self.peers.values_mut() {
+                    p.owed = true;
+                }
+                self.flush(ctx);
+            }
+            Life::Loading(_) => self.queue.push(Queued::Remote(changes)),
+            Life::New | Life::Cold | Life::LoadFailed(_) => {
+                if !self.peers.is_empty() {
+                    self.ensure_loading(ctx, now);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn loaded(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        task: TaskId,
+        result: Result<Option<StoredDoc>, StorageFailure>,
+        now: i64,
+    ) {
+        if !matches!(self.life, Life::Loading(t) if t == task) {
+            return;
+        }
+        let mut doc = AutoCommit::new().with_actor(ActorId::from(ctx.config.actor));
+        match result {
+            Ok(Some(stored)) => {
+                for chunk in &stored.chunks {
+                    // A corrupt chunk must not hide the others.
+                    let _ = doc.load_incremental(chunk);
+                }
+                if self.meta.owner.is_none() {
+                    self.meta = stored.meta;
+                }
+                for (storage_id, state) in stored.sync_states {
+                    self.saved_states.entry(storage_id).or_insert(state);
+                }
+                self.in_storage = true;
+                self.stored_heads = doc.get_heads();
+            }
+            Ok(None) => {
+                self.in_storage = false;
+                self.stored_heads = Vec::new();
+            }
+            Err(StorageFailure::Unavailable(_)) => {
+                self.life = Life::LoadFailed(now + ctx.config.min_retry_ms);
+                return;
+            }
+            Err(StorageFailure::Rejected(_)) => {
+                self.life = Life::New;
+                self.refuse_everyone(ctx);
+                return;
+            }
+        }
+        self.life = Life::Hot(Box::new(doc));
+        for input in std::mem::take(&mut self.queue) {
+            match input {
+                Queued::Sync {
+                    conn,
+                    request,
+                    data,
+                } => self.process_sync(ctx, conn, request, data, now),
+                Queued::Remote(changes) => self.remote_changes(ctx, changes, now),
+            }
+        }
+        // Peers attached before an eviction may be owed messages.
+        self.flush(ctx);
+        self.maybe_store(ctx, now);
+    }
+
+    pub(crate) fn stored(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        task: TaskId,
+        result: Result<(), StorageFailure>,
+        now: i64,
+    ) {
+        let Some(inflight) = self.store.take_if(|s| s.task == task) else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.in_storage = true;
+                self.backoff = 0;
+                if let Life::Hot(doc) = &mut self.life
+                    && let Some((_, change, _)) = &inflight.edit
+                {
+                    // The fork's change is durable now: merge it into the live copy.
+                    let _ = doc.load_incremental(change);
+                    for p in self.peers.values_mut() {
+                        p.owed = true;
+                    }
+                }
+                self.stored_heads = inflight.heads;
+                self.meta = inflight.meta;
+                if inflight.projection.is_some() {
+                    self.projected = inflight.projection;
+                }
+                if let Some((token, _, value)) = inflight.edit {
+                    ctx.outputs.push_back(Output::EditDone {
+                        token,
+                        result: Ok(value),
+                    });
+                }
+                if self.dirty || !self.edits.is_empty() {
+                    self.maybe_store(ctx, now);
+                } else {
+                    self.flush(ctx);
+                    self.check_unavailable(ctx);
+                }
+            }
+            Err(StorageFailure::Unavailable(why)) => {
+                if let Some((token, _, _)) = inflight.edit {
+                    ctx.outputs.push_back(Output::EditDone {
+                        token,
+                        result: Err(EditError::Storage(StorageFailure::Unavailable(why))),
+                    });
+                }
+                // The peers' changes are still only in memory: keep them and retry.
+                self.dirty |= inflight.peer_changes;
+                self.backoff = if self.backoff == 0 {
+                    ctx.config.min_retry_ms
+                } else {
+                    (self.backoff * 2).min(ctx.config.max_retry_ms)
+                };
+                self.retry_at = Some(now + self.backoff);
+            }
+            Err(StorageFailure::Rejected(why)) => {
+                if let Some((token, _, _)) = inflight.edit {
+                    ctx.outputs.push_back(Output::EditDone {
+                        token,
+                        result: Err(EditError::Storage(StorageFailure::Rejected(why))),
+                    });
+                }
+                // Storage will never take this document from these writers: forget what we
+                // hold (it was never acknowledged) and answer as if it did not exist.
+                self.dirty = false;
+                self.refuse_everyone(ctx);
+                self.life = if self.in_storage {
+                    Life::Cold
+                } else {
+                    Life::New
+                };
+                if !self.in_storage {
+                    self.meta = DocMeta::default();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn tick(&mut self, ctx: &mut Ctx<'_>, now: i64) {
+        if let Life::LoadFailed(at) = self.life
+            && now >= at
+        {
+            self.life = Life::New;
+            self.ensure_loading(ctx, now);
+            return;
+        }
+        if self.retry_at.is_some_and(|at| now >= at) {
+            self.retry_at = None;
+            self.maybe_store(ctx, now);
+        }
+        let idle = now - self.last_active >= ctx.config.idle_evict_ms;
+        if idle
+            && self.is_hot()
+            && self.store.is_none()
+            && !self.dirty
+            && self.edits.is_empty()
+            && self.queue.is_empty()
+        {
+            self.life = Life::Cold;
+        }
+    }
+
+    pub(crate) fn relay_ephemeral(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        sender_id: String,
+        session_id: String,
+        count: u64,
+        data: Vec<u8>,
+    ) {
+        if !self.peers.contains_key(&conn) {
+            return;
+        }
+        let key = (sender_id.clone(), session_id.clone());
+        if self
+            .ephemeral_seen
+            .get(&key)
+            .is_some_and(|last| *last >= count)
+        {
+            return;
+        }
+        self.ephemeral_seen.insert(key, count);
+        let targets: Vec<ConnId> = self.peers.keys().copied().filter(|c| *c != conn).collect();
+        for target in targets {
+            if self.may_see(ctx, target) {
+                ctx.send(
+                    target,
+                    HubMessage::Ephemeral {
+                        doc: self.id,
+                        sender_id: sender_id.clone(),
+                        session_id: session_id.clone(),
+                        count,
+                        data: data.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    pub(crate) fn detach(&mut self, conn: ConnId) -> Option<sync::State> {
+        self.peers.remove(&conn).map(|p| p.state)
+    }
+
+    pub(crate) fn remember_state(&mut self, storage_id: &str, state: Vec<u8>) {
+        self.saved_states.insert(storage_id.to_string(), state);
+    }
+
+    pub(crate) fn forget_states(
+        &mut self,
+        scope: &ResyncScope,
+        conns: &HashMap<ConnId, ConnEntry>,
+        targets: &[ConnId],
+    ) {
+        match scope {
+            ResyncScope::All => self.saved_states.clear(),
+            ResyncScope::User(_) => {
+                for conn in targets {
+                    if let Some(sid) = conns.get(conn).and_then(|c| c.peer.storage_id.as_ref()) {
+                        self.saved_states.remove(sid);
+                    }
+                }
+            }
+        }
+        for conn in targets {
+            if let Some(p) = self.peers.get_mut(conn) {
+                p.state = sync::State::new();
+                p.owed = false;
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Internals
+
+    fn ensure_loading(&mut self, ctx: &mut Ctx<'_>, _now: i64) {
+        if matches!(self.life, Life::New | Life::Cold) {
+            let task = ctx.task(self.id);
+            self.life = Life::Loading(task);
+            ctx.outputs.push_back(Output::Load { task, doc: self.id });
+        }
+    }
+
+    fn process_sync(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        conn: ConnId,
+        request: bool,
+        data: Vec<u8>,
+        now: i64,
+    ) {
+        let Some(peer) = ctx.peer(conn).cloned() else {
+            return;
+        };
+        if !self.may_see_peer(ctx, &peer) {
+            self.deny(ctx, conn);
+            return;
+        }
+        if !self.peers.contains_key(&conn) {
+            let Some(entry) = ctx.conns.get_mut(&conn) else {
+                return;
+            };
+            if entry.docs >= ctx.config.max_docs_per_conn {
+                ctx.outputs.push_back(Output::Close {
+                    conn,
+                    reason: CloseReason::TooManyDocuments(ctx.config.max_docs_per_conn),
+                });
+                return;
+            }
+            entry.docs += 1;
+            let state = peer
+                .storage_id
+                .as_ref()
+                .and_then(|sid| self.saved_states.get(sid))
+                .and_then(|bytes| sync::State::decode(bytes).ok())
+                .unwrap_or_default();
+            self.peers.insert(
+                conn,
+                PeerDoc {
+                    state,
+                    status: PeerStatus::Unknown,
+                    owed: false,
+                },
+            );
+        }
+        let message = match sync::Message::decode(&data) {
+            Ok(m) => m,
+            Err(e) => {
+                ctx.outputs.push_back(Output::Close {
+                    conn,
+                    reason: CloseReason::InvalidSyncMessage(e.to_string()),
+                });
+                return;
+            }
+        };
+        let Life::Hot(doc) = &mut self.life else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if request {
+            p.status = PeerStatus::Wants;
+        }
+        if !message.heads.is_empty() {
+            p.status = PeerStatus::Has;
+        }
+        let before = doc.get_heads();
+        let result = doc.sync().receive_sync_message(&mut p.state, message);
+        p.owed = true;
+        let changed = doc.get_heads() != before;
+        if changed {
+            self.on_new_changes(ctx, &peer, now);
+        }
+        if let Err(e) = result {
+            ctx.outputs.push_back(Output::Close {
+                conn,
+                reason: CloseReason::InvalidSyncMessage(e.to_string()),
+            });
+        }
+        self.flush(ctx);
+        self.check_unavailable(ctx);
+    }
+
+    /// New changes from a peer landed in the live copy: claim the document if it had no owner,
+    /// and get them stored.
+    fn on_new_changes(&mut self, ctx: &mut Ctx<'_>, writer: &PeerInfo, now: i64) {
+        if self.meta.owner.is_none() {
+            self.meta.owner = Some(writer.user_id.clone());
+            self.classify(writer);
+        }
+        self.dirty = true;
+        for p in self.peers.values_mut() {
+            p.owed = true;
+        }
+        self.maybe_store(ctx, now);
+    }
+
+    /// Recognises a user's own LearnSync document by its genesis and its id.
+    fn classify(&mut self, writer: &PeerInfo) {
+        let Life::Hot(doc) = &self.life else {
+            return;
+        };
+        let (Some(spec), Some(ns)) = (docs::identify(doc.as_ref()), writer.namespace.as_ref())
+        else {
+            return;
+        };
+        if docs::belongs_to(&self.id, &spec, ns) {
+            self.meta.kind = Some(spec.kind());
+            if let DocSpec::Course { course_id } = spec {
+                self.meta.course_id = Some(course_id);
+            }
+        }
+    }
+
+    fn maybe_store(&mut self, ctx: &mut Ctx<'_>, now: i64) {
+        if self.store.is_some() || self.retry_at.is_some() {
+            // One write at a time; after a failure, `tick` retries when it is due.
+            return;
+        }
+        let Life::Hot(doc) = &mut self.life else {
+            return;
+        };
+        // Run the next edit on a fork of the live copy; edits that change nothing or fail
+        // finish at once.
+        let mut ride: Option<(EditToken, Vec<u8>, EditValue, AutoCommit)> = None;
+        let mut write_meta = self.meta.clone();
+        while ride.is_none() {
+            let Some(pending) = self.edits.pop_front() else {
+                break;
+            };
+            if let (Some(owner), Some(wanted)) = (&self.meta.owner, &pending.meta.owner)
+                && owner != wanted
+            {
+                ctx.outputs.push_back(Output::EditDone {
+                    token: pending.token,
+                    result: Err(EditError::Storage(StorageFailure::Rejected(
+                        "document belongs to another user".into(),
+                    ))),
+                });
+                continue;
+            }
+            let mut fork = doc.fork();
+            fork.set_actor(ActorId::from(ctx.config.actor));
+            if fork.get_heads().is_empty()
+                && let Some(spec) = &pending.create
+            {
+                let mut genesis = docs::genesis(spec);
+                if let Err(e) = fork.merge(&mut genesis) {
+                    ctx.outputs.push_back(Output::EditDone {
+                        token: pending.token,
+                        result: Err(EditError::Doc(e.into())),
+                    });
+                    continue;
+                }
+            }
+            let base = doc.get_heads();
+            match (pending.edit)(&mut fork) {
+                Err(e) => {
+                    ctx.outputs.push_back(Output::EditDone {
+                        token: pending.token,
+                        result: Err(EditError::Doc(e)),
+                    });
+                }
+                Ok(value) => {
+                    docs::commit(&mut fork, now);
+                    if fork.get_heads() == base {
+                        // Nothing changed: nothing to store for this edit.
+                        ctx.outputs.push_back(Output::EditDone {
+                            token: pending.token,
+                            result: Ok(value),
+                        });
+                        continue;
+                    }
+                    if self.meta.owner.is_none() {
+                        write_meta = pending.meta.clone();
+                    }
+                    let change = fork.save_after(&base);
+                    ride = Some((pending.token, change, value, fork));
+                }
+            }
+        }
+        if !self.dirty && ride.is_none() {
+            return;
+        }
+        if write_meta.owner.is_none() {
+            // Nobody owns it, so nobody wrote it: nothing to store.
+            self.dirty = false;
+            return;
+        }
+        let peer_changes = self.dirty;
+        let mut changes = if self.dirty {
+            doc.save_after(&self.stored_heads)
+        } else {
+            Vec::new()
+        };
+        if changes.is_empty() && ride.is_none() {
+            self.dirty = false;
+            return;
+        }
+        let (heads, projection, edit) = match ride {
+            Some((token, change, value, mut fork)) => {
+                changes.extend_from_slice(&change);
+                let heads = fork.get_heads();
+                let projection = project(&fork);
+                (heads, projection, Some((token, change, value)))
+            }
+            None => (doc.get_heads(), project(doc.as_ref()), None),
+        };
+        let delta = projection
+            .as_ref()
+            .and_then(|p| delta(self.projected.as_ref(), p));
+        let task = ctx.task(self.id);
+        ctx.outputs.push_back(Output::Store {
+            task,
+            write: StoreWrite {
+                doc: self.id,
+                meta: write_meta.clone(),
+                changes,
+                heads: heads.clone(),
+                projection: delta,
+            },
+        });
+        self.dirty = false;
+        self.store = Some(InFlight {
+            task,
+            heads,
+            meta: write_meta,
+            peer_changes,
+            edit,
+            projection,
+        });
+    }
+
+    /// Sends every owed sync message — only when everything in the live copy is durable.
+    fn flush(&mut self, ctx: &mut Ctx<'_>) {
+        if self.store.is_some() || self.dirty {
+            return;
+        }
+        let conns: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.owed)
+            .map(|(c, _)| *c)
+            .collect();
+        for conn in conns {
+            if !self.may_see(ctx, conn) {
+                self.deny(ctx, conn);
+                continue;
+            }
+            let Life::Hot(doc) = &mut self.life else {
+                return;
+            };
+            let Some(p) = self.peers.get_mut(&conn) else {
+                continue;
+            };
+            p.owed = false;
+            if let Some(message) = doc.sync().generate_sync_message(&mut p.state) {
+                ctx.send(
+                    conn,
+                    HubMessage::Sync {
+                        doc: self.id,
+                        data: message.encode(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The JavaScript server's rule: `doc-unavailable` only when we have nothing and no peer is
+    /// uploading the document.
+    fn check_unavailable(&mut self, ctx: &mut Ctx<'_>) {
+        let Life::Hot(doc) = &mut self.life else {
+            return;
+        };
+        if self.in_storage || self.dirty || self.store.is_some() || !doc.get_heads().is_empty() {
+            return;
+        }
+        if self.peers.values().any(|p| p.status == PeerStatus::Has) {
+            return;
+        }
+        for (conn, p) in self.peers.iter_mut() {
+            if p.status == PeerStatus::Wants {
+                p.status = PeerStatus::Unavailable;
+                ctx.send(*conn, HubMessage::DocUnavailable { doc: self.id });
+            }
+        }
+    }
+
+    fn may_see(&self, ctx: &Ctx<'_>, conn: ConnId) -> bool {
+        ctx.peer(conn)
+            .is_some_and(|peer| self.may_see_peer(ctx, peer))
+    }
+
+    fn may_see_peer(&self, ctx: &Ctx<'_>, peer: &PeerInfo) -> bool {
+        match &self.meta.owner {
+            Some(owner) => ctx.policy.allows(peer, owner),
+            None => true,
+        }
+    }
+
+    /// Answers as if the document did not exist, and stops syncing it with this peer.
+    fn deny(&mut self, ctx: &mut Ctx<'_>, conn: ConnId) {
+        if self.peers.remove(&conn).is_some()
+            && let Some(entry) = ctx.conns.get_mut(&conn)
+        {
+            entry.docs = entry.docs.saturating_sub(1);
+        }
+        ctx.send(conn, HubMessage::DocUnavailable { doc: self.id });
+        ctx.outputs.push_back(Output::Denied { conn, doc: self.id });
+    }
+
+    fn refuse_everyone(&mut self, ctx: &mut Ctx<'_>) {
+        let mut conns: Vec<ConnId> = self.peers.keys().copied().collect();
+        for q in self.queue.drain(..) {
+            if let Queued::Sync { conn, .. } = q
+                && !conns.contains(&conn)
+            {
+                conns.push(conn);
+            }
+        }
+        for conn in conns {
+            self.deny(ctx, conn);
+        }
+        for pending in self.edits.drain(..) {
+            ctx.outputs.push_back(Output::EditDone {
+                token: pending.token,
+                result: Err(EditError::Storage(StorageFailure::Rejected(
+                    "storage refused this document".into(),
+                ))),
+            });
+        }
+    }
+}
+
+fn project(doc: &AutoCommit) -> Option<Projection> {
+    docs::projection::project(doc).ok().flatten()
+}
+
+/// What changed between the last stored projection and the new one.
+fn delta(old: Option<&Projection>, new: &Projection) -> Option<Projection> {
+    match (old, new) {
+        (Some(Projection::Learning(old)), Projection::Learning(new)) => {
+            let changed: Vec<_> = new
+                .iter()
+                .filter(|row| !old.contains(row))
+                .cloned()
+                .collect();
+            (!changed.is_empty()).then_some(Projection::Learning(changed))
+        }
+        (Some(old), new) if old == new => None,
+        (_, new) => Some(new.clone()),
+    }
+}

@@ -1,0 +1,662 @@
+//! Scenario tests for the hub: devices are plain automerge documents with sync states, storage
+//! is an in-memory map the test completes loads and stores from, and everything runs until
+//! quiet. No sockets, no clock.
+
+use std::collections::HashMap;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{AutoCommit, ReadDoc};
+use serde_json::json;
+
+use super::*;
+use crate::docs::{self, DocSpec, learning, preferences};
+
+const ALICE: &str = "alice";
+const BOB: &str = "bob";
+
+fn ns(user: &str) -> UserNamespace {
+    let mut b = [0u8; 16];
+    for (i, c) in user.bytes().enumerate().take(16) {
+        b[i] = c;
+    }
+    UserNamespace::from_bytes(b)
+}
+
+fn peer(user: &str, admin: bool) -> PeerInfo {
+    PeerInfo {
+        user_id: user.into(),
+        is_admin: admin,
+        namespace: Some(ns(user)),
+        storage_id: Some(format!("storage-{user}")),
+    }
+}
+
+#[derive(Default)]
+struct Storage {
+    docs: HashMap<DocumentId, (DocMeta, Vec<Vec<u8>>)>,
+    states: HashMap<(DocumentId, String), Vec<u8>>,
+}
+
+/// What the test does with a store the hub asks for.
+#[derive(Clone, Copy, PartialEq)]
+enum StoreMode {
+    Succeed,
+    Hold,
+    Fail,
+}
+
+struct Net {
+    hub: Hub,
+    storage: Storage,
+    inbox: HashMap<ConnId, Vec<HubMessage>>,
+    held: Vec<(TaskId, StoreWrite)>,
+    closed: Vec<(ConnId, CloseReason)>,
+    denied: Vec<(ConnId, DocumentId)>,
+    edits: Vec<(EditToken, Result<EditValue, EditError>)>,
+    /// Every store and every send, in order, to check the durability rule.
+    log: Vec<String>,
+    mode: StoreMode,
+    now: i64,
+}
+
+impl Net {
+    fn new() -> Self {
+        Self {
+            hub: Hub::new(HubConfig::new([9; 16]), OwnerOrAdmin),
+            storage: Storage::default(),
+            inbox: HashMap::new(),
+            held: Vec::new(),
+            closed: Vec::new(),
+            denied: Vec::new(),
+            edits: Vec::new(),
+            log: Vec::new(),
+            mode: StoreMode::Succeed,
+            now: 1_000,
+        }
+    }
+
+    fn run_io(&mut self) {
+        while let Some(out) = self.hub.poll_output() {
+            match out {
+                Output::Send { conn, message } => {
+                    self.check_durable(&message);
+                    self.log.push(format!("send {conn:?}"));
+                    self.inbox.entry(conn).or_default().push(message);
+                }
+                Output::Close { conn, reason } => self.closed.push((conn, reason)),
+                Output::Load { task, doc } => {
+                    let result = self.storage.docs.get(&doc).map(|(meta, chunks)| StoredDoc {
+                        meta: meta.clone(),
+                        chunks: chunks.clone(),
+                        sync_states: self
+                            .storage
+                            .states
+                            .iter()
+                            .filter(|((d, _), _)| *d == doc)
+                            .map(|((_, sid), s)| (sid.clone(), s.clone()))
+                            .collect(),
+                    });
+                    self.hub.handle_loaded(task, Ok(result), self.now);
+                }
+                Output::Store { task, write } => {
+                    self.log.push(format!("store {}", write.doc));
+                    match self.mode {
+                        StoreMode::Succeed => self.complete_store(task, write),
+                        StoreMode::Hold => self.held.push((task, write)),
+                        StoreMode::Fail => self.hub.handle_stored(
+                            task,
+                            Err(StorageFailure::Unavailable("down".into())),
+                            self.now,
+                        ),
+                    }
+                }
+                Output::SaveSyncStates(states) => {
+                    for s in states {
+                        self.storage.states.insert((s.doc, s.storage_id), s.state);
+                    }
+                }
+                Output::DeleteSyncStates { storage_ids } => match storage_ids {
+                    None => self.storage.states.clear(),
+                    Some(ids) => self.storage.states.retain(|(_, sid), _| !ids.contains(sid)),
+                },
+                Output::EditDone { token, result } => self.edits.push((token, result)),
+                Output::Denied { conn, doc } => self.denied.push((conn, doc)),
+            }
+        }
+    }
+
+    /// The durability invariant: every head a sync message reveals is in storage.
+    fn check_durable(&self, message: &HubMessage) {
+        let HubMessage::Sync { doc, data } = message else {
+            return;
+        };
+        let heads = sync::Message::decode(data).unwrap().heads;
+        if heads.is_empty() {
+            return;
+        }
+        let mut stored = AutoCommit::new();
+        for chunk in self
+            .storage
+            .docs
+            .get(doc)
+            .map(|d| d.1.as_slice())
+            .unwrap_or_default()
+        {
+            stored.load_incremental(chunk).unwrap();
+        }
+        for h in heads {
+            assert!(
+                stored.get_change_by_hash(&h).is_some(),
+                "head {h} sent before it was stored"
+            );
+        }
+    }
+
+    fn complete_store(&mut self, task: TaskId, write: StoreWrite) {
+        let entry = self
+            .storage
+            .docs
+            .entry(write.doc)
+            .or_insert_with(|| (write.meta.clone(), Vec::new()));
+        if !write.changes.is_empty() {
+            entry.1.push(write.changes);
+        }
+        self.hub.handle_stored(task, Ok(()), self.now);
+    }
+
+    fn release_held(&mut self) {
+        for (task, write) in std::mem::take(&mut self.held) {
+            self.complete_store(task, write);
+        }
+        self.run_io();
+    }
+
+    fn take(&mut self, conn: ConnId) -> Vec<HubMessage> {
+        self.inbox.remove(&conn).unwrap_or_default()
+    }
+
+    fn stored_doc(&self, doc: DocumentId) -> AutoCommit {
+        let mut d = AutoCommit::new();
+        for chunk in &self.storage.docs[&doc].1 {
+            d.load_incremental(chunk).unwrap();
+        }
+        d
+    }
+}
+
+/// A device: one connection, documents with their sync state towards the server.
+struct Device {
+    conn: ConnId,
+    docs: HashMap<DocumentId, (AutoCommit, sync::State)>,
+    unavailable: Vec<DocumentId>,
+}
+
+impl Device {
+    fn connect(net: &mut Net, id: u64, info: PeerInfo) -> Self {
+        net.hub.handle_connect(ConnId(id), info);
+        Self {
+            conn: ConnId(id),
+            docs: HashMap::new(),
+            unavailable: Vec::new(),
+        }
+    }
+
+    fn open(&mut self, doc: DocumentId, content: AutoCommit) {
+        self.docs.insert(doc, (content, sync::State::new()));
+    }
+
+    fn doc(&mut self, doc: DocumentId) -> &mut AutoCommit {
+        &mut self.docs.get_mut(&doc).unwrap().0
+    }
+
+    /// Sends whatever the sync protocol wants to send for `doc` (as a `request` if empty).
+    fn push(&mut self, net: &mut Net, doc: DocumentId) -> bool {
+        let (d, state) = self.docs.get_mut(&doc).unwrap();
+        let request = d.get_heads().is_empty();
+        match d.sync().generate_sync_message(state) {
+            Some(m) => {
+                net.hub
+                    .handle_sync(self.conn, doc, request, m.encode(), net.now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Applies everything the server sent, answering as the protocol asks.
+    fn pull(&mut self, net: &mut Net) -> bool {
+        let mut any = false;
+        for msg in net.take(self.conn) {
+            any = true;
+            match msg {
+                HubMessage::Sync { doc, data } => {
+                    let (d, state) = self
+                        .docs
+                        .entry(doc)
+                        .or_insert_with(|| (AutoCommit::new(), sync::State::new()));
+                    d.sync()
+                        .receive_sync_message(state, sync::Message::decode(&data).unwrap())
+                        .unwrap();
+                    self.push(net, doc);
+                }
+                HubMessage::DocUnavailable { doc } => self.unavailable.push(doc),
+                HubMessage::Resync { .. } => {
+                    let ids: Vec<_> = self.docs.keys().copied().collect();
+                    for id in ids {
+                        self.docs.get_mut(&id).unwrap().1 = sync::State::new();
+                        self.push(net, id);
+                    }
+                }
+                HubMessage::Ephemeral { .. } => {}
+            }
+        }
+        any
+    }
+}
+
+fn drive(net: &mut Net, devices: &mut [&mut Device]) {
+    for _ in 0..100 {
+        net.run_io();
+        let mut any = false;
+        for d in devices.iter_mut() {
+            any |= d.pull(net);
+        }
+        net.run_io();
+        if !any && net.inbox.values().all(Vec::is_empty) {
+            return;
+        }
+    }
+    panic!("did not quiesce");
+}
+
+fn learning_doc(user: &str, actor: u8) -> (DocumentId, AutoCommit) {
+    let id = DocumentId::learning(&ns(user));
+    (id, docs::create(&DocSpec::Learning, [actor; 16]).unwrap())
+}
+
+#[test]
+fn two_devices_converge_and_changes_are_stored_before_acknowledged() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let mut b = Device::connect(&mut net, 2, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    a.open(id, doc);
+    b.open(id, AutoCommit::new());
+
+    learning::enroll(a.doc(id), "c1", 5).unwrap();
+    docs::commit(a.doc(id), 5);
+    a.push(&mut net, id);
+    b.push(&mut net, id);
+    drive(&mut net, &mut [&mut a, &mut b]);
+
+    let got = learning::enrollment(&b.docs[&id].0, "c1").unwrap().unwrap();
+    assert_eq!(got.status, learning::Status::Active);
+    // The stored copy has everything, and the document was classified as alice's index.
+    let mut stored = net.stored_doc(id);
+    assert_eq!(stored.get_heads(), a.doc(id).get_heads());
+    assert_eq!(net.storage.docs[&id].0.owner.as_deref(), Some(ALICE));
+    assert_eq!(net.storage.docs[&id].0.kind, Some(docs::DocKind::Learning));
+    // Durability is checked on every send by `Net::check_durable`.
+    assert!(net.log.iter().any(|l| l.starts_with("store")));
+}
+
+#[test]
+fn nothing_is_acknowledged_while_the_store_is_in_flight() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    a.open(id, doc);
+    learning::enroll(a.doc(id), "c1", 5).unwrap();
+    docs::commit(a.doc(id), 5);
+    net.mode = StoreMode::Hold;
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a]);
+    assert_eq!(net.held.len(), 1);
+    assert_ne!(a.doc(id).get_heads(), Vec::new());
+    net.release_held();
+    let replies = net.take(a.conn);
+    assert!(matches!(replies.as_slice(), [HubMessage::Sync { .. }]));
+    net.inbox.insert(a.conn, replies);
+    net.mode = StoreMode::Succeed;
+    drive(&mut net, &mut [&mut a]);
+    assert_eq!(net.stored_doc(id).get_heads(), a.doc(id).get_heads());
+}
+
+#[test]
+fn failed_store_is_retried_and_only_then_acknowledged() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    a.open(id, doc);
+    learning::enroll(a.doc(id), "c1", 5).unwrap();
+    docs::commit(a.doc(id), 5);
+    net.mode = StoreMode::Fail;
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a]);
+    assert!(!net.storage.docs.contains_key(&id));
+    // The database comes back; the retry happens on the next due tick.
+    net.mode = StoreMode::Succeed;
+    net.now += 100;
+    net.hub.handle_tick(net.now);
+    net.run_io();
+    assert!(
+        !net.storage.docs.contains_key(&id),
+        "retried before its time"
+    );
+    net.now += 1_000;
+    net.hub.handle_tick(net.now);
+    drive(&mut net, &mut [&mut a]);
+    assert!(net.storage.docs.contains_key(&id));
+    assert_eq!(net.stored_doc(id).get_heads(), a.doc(id).get_heads());
+}
+
+#[test]
+fn unknown_document_is_unavailable_until_someone_uploads_it() {
+    let mut net = Net::new();
+    let mut b = Device::connect(&mut net, 2, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    b.open(id, AutoCommit::new());
+    b.push(&mut net, id);
+    drive(&mut net, &mut [&mut b]);
+    assert_eq!(b.unavailable, [id]);
+
+    // Later another device of alice uploads it: b, still subscribed, gets it unprompted.
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    a.open(id, doc);
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a, &mut b]);
+    assert_eq!(b.doc(id).get_heads(), a.doc(id).get_heads());
+}
+
+#[test]
+fn requester_is_held_while_another_peer_has_the_document() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let mut b = Device::connect(&mut net, 2, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    a.open(id, doc);
+    b.open(id, AutoCommit::new());
+    // a announces heads first (no changes yet in its first message), b requests right after.
+    a.push(&mut net, id);
+    net.run_io();
+    b.push(&mut net, id);
+    net.run_io();
+    drive(&mut net, &mut [&mut a, &mut b]);
+    assert!(
+        b.unavailable.is_empty(),
+        "b was told unavailable while a had it"
+    );
+    assert_eq!(b.doc(id).get_heads(), a.doc(id).get_heads());
+}
+
+#[test]
+fn another_users_document_is_unavailable_and_never_leaks() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    a.open(id, doc);
+    learning::enroll(a.doc(id), "secret-course", 5).unwrap();
+    docs::commit(a.doc(id), 5);
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a]);
+
+    let mut mallory = Device::connect(&mut net, 3, peer(BOB, false));
+    mallory.open(id, AutoCommit::new());
+    mallory.push(&mut net, id);
+    drive(&mut net, &mut [&mut mallory]);
+    assert_eq!(mallory.unavailable, [id]);
+    assert!(mallory.doc(id).get_heads().is_empty());
+    assert_eq!(net.denied, [(ConnId(3), id)]);
+
+    // Writing to it does not work either: the change never reaches the stored document.
+    let (_, mut forged) = learning_doc(BOB, 7);
+    learning::enroll(&mut forged, "evil", 1).unwrap();
+    docs::commit(&mut forged, 1);
+    mallory.open(id, forged);
+    mallory.push(&mut net, id);
+    drive(&mut net, &mut [&mut mallory]);
+    let stored = net.stored_doc(id);
+    assert!(learning::enrollment(&stored, "evil").unwrap().is_none());
+
+    // An admin may read it.
+    let mut admin = Device::connect(&mut net, 4, peer("root", true));
+    admin.open(id, AutoCommit::new());
+    admin.push(&mut net, id);
+    drive(&mut net, &mut [&mut admin]);
+    assert!(
+        learning::enrollment(&admin.docs[&id].0, "secret-course")
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn server_edit_is_stored_then_fanned_out() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let id = DocumentId::preferences(&ns(ALICE));
+    a.open(id, docs::create(&DocSpec::Preferences, [1; 16]).unwrap());
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a]);
+
+    let meta = DocMeta {
+        owner: Some(ALICE.into()),
+        kind: Some(docs::DocKind::Preferences),
+        course_id: None,
+    };
+    net.hub.handle_edit(
+        id,
+        meta,
+        Some(DocSpec::Preferences),
+        Box::new(|doc| {
+            Ok(Box::new(preferences::set(doc, "theme", &json!("dark"), 50)?) as EditValue)
+        }),
+        EditToken(1),
+        net.now,
+    );
+    drive(&mut net, &mut [&mut a]);
+    let (token, result) = net.edits.pop().unwrap();
+    assert_eq!(token, EditToken(1));
+    assert!(*result.unwrap().downcast::<bool>().unwrap());
+    assert_eq!(
+        preferences::theme(&a.docs[&id].0).unwrap().as_deref(),
+        Some("dark")
+    );
+    assert_eq!(
+        preferences::theme(&net.stored_doc(id)).unwrap().as_deref(),
+        Some("dark")
+    );
+}
+
+#[test]
+fn failed_server_edit_leaves_no_trace() {
+    let mut net = Net::new();
+    let id = DocumentId::preferences(&ns(ALICE));
+    let meta = DocMeta {
+        owner: Some(ALICE.into()),
+        kind: Some(docs::DocKind::Preferences),
+        course_id: None,
+    };
+    net.mode = StoreMode::Fail;
+    net.hub.handle_edit(
+        id,
+        meta.clone(),
+        Some(DocSpec::Preferences),
+        Box::new(|doc| {
+            Ok(Box::new(preferences::set(doc, "theme", &json!("dark"), 50)?) as EditValue)
+        }),
+        EditToken(1),
+        net.now,
+    );
+    net.run_io();
+    let (_, result) = net.edits.pop().unwrap();
+    assert!(matches!(
+        result,
+        Err(EditError::Storage(StorageFailure::Unavailable(_)))
+    ));
+    // The database is back; a device syncing now must not see the refused edit.
+    net.mode = StoreMode::Succeed;
+    net.now += 10_000;
+    net.hub.handle_tick(net.now);
+    net.run_io();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    a.open(id, AutoCommit::new());
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a]);
+    assert_eq!(a.unavailable, [id]);
+    // An invalid edit is refused without storing anything.
+    net.hub.handle_edit(
+        id,
+        meta,
+        Some(DocSpec::Preferences),
+        Box::new(|doc| {
+            Ok(Box::new(preferences::set(doc, "theme", &json!("purple"), 50)?) as EditValue)
+        }),
+        EditToken(2),
+        net.now,
+    );
+    net.run_io();
+    assert!(matches!(
+        net.edits.pop(),
+        Some((EditToken(2), Err(EditError::Doc(_))))
+    ));
+    assert!(!net.storage.docs.contains_key(&id));
+}
+
+#[test]
+fn evicted_document_reloads_and_keeps_syncing() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let mut b = Device::connect(&mut net, 2, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    a.open(id, doc);
+    b.open(id, AutoCommit::new());
+    a.push(&mut net, id);
+    b.push(&mut net, id);
+    drive(&mut net, &mut [&mut a, &mut b]);
+    net.now += 60_000;
+    net.hub.handle_tick(net.now);
+    assert_eq!(net.hub.stats().hot_docs, 0);
+
+    learning::enroll(a.doc(id), "c9", net.now).unwrap();
+    docs::commit(a.doc(id), net.now);
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a, &mut b]);
+    assert!(
+        learning::enrollment(&b.docs[&id].0, "c9")
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn remote_changes_reach_local_peers() {
+    let mut net = Net::new();
+    let mut b = Device::connect(&mut net, 2, peer(ALICE, false));
+    let (id, mut doc) = learning_doc(ALICE, 1);
+    // The document exists in storage (written by another instance).
+    let bytes = doc.save();
+    net.storage.docs.insert(
+        id,
+        (
+            DocMeta {
+                owner: Some(ALICE.into()),
+                kind: Some(docs::DocKind::Learning),
+                course_id: None,
+            },
+            vec![bytes],
+        ),
+    );
+    b.open(id, AutoCommit::new());
+    b.push(&mut net, id);
+    drive(&mut net, &mut [&mut b]);
+    let before = doc.get_heads();
+    learning::enroll(&mut doc, "remote", 9).unwrap();
+    docs::commit(&mut doc, 9);
+    let change = doc.save_after(&before);
+    net.storage
+        .docs
+        .get_mut(&id)
+        .unwrap()
+        .1
+        .push(change.clone());
+    net.hub.handle_remote_changes(id, change, net.now);
+    drive(&mut net, &mut [&mut b]);
+    assert!(
+        learning::enrollment(&b.docs[&id].0, "remote")
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn resync_resets_state_and_devices_converge() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    a.open(id, doc);
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a]);
+    net.hub.handle_resync(ResyncScope::User(ALICE.into()), 7);
+    net.run_io();
+    let msgs = net.take(a.conn);
+    assert!(msgs.contains(&HubMessage::Resync { epoch: 7 }));
+    // The device resyncs from scratch and still converges.
+    net.inbox.insert(a.conn, msgs);
+    drive(&mut net, &mut [&mut a]);
+    assert_eq!(net.stored_doc(id).get_heads(), a.doc(id).get_heads());
+}
+
+#[test]
+fn garbage_sync_data_closes_the_connection() {
+    let mut net = Net::new();
+    let _a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let id = DocumentId::learning(&ns(ALICE));
+    net.hub
+        .handle_sync(ConnId(1), id, false, vec![0x42, 0xff, 0xff], net.now);
+    net.run_io();
+    assert!(matches!(
+        net.closed.as_slice(),
+        [(ConnId(1), CloseReason::InvalidSyncMessage(_))]
+    ));
+}
+
+#[test]
+fn too_many_documents_per_connection_closes_it() {
+    let mut net = Net::new();
+    net.hub = Hub::new(
+        HubConfig {
+            max_docs_per_conn: 2,
+            ..HubConfig::new([9; 16])
+        },
+        OwnerOrAdmin,
+    );
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    for i in 0..3u8 {
+        let id = DocumentId::from_bytes([i + 1; 16]);
+        a.open(id, AutoCommit::new());
+        a.push(&mut net, id);
+        net.run_io();
+    }
+    assert!(matches!(
+        net.closed.as_slice(),
+        [(ConnId(1), CloseReason::TooManyDocuments(2))]
+    ));
+}
+
+#[test]
+fn persisted_sync_state_survives_reconnect() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    a.open(id, doc);
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a]);
+    net.hub.handle_disconnect(a.conn);
+    net.run_io();
+    assert!(
+        net.storage
+            .states
+            .contains_key(&(id, "storage-alice".to_string()))
+    );
+}

@@ -62,6 +62,11 @@ struct PeerDoc {
     status: PeerStatus,
     /// A sync message is owed to this peer as soon as the document is durable.
     owed: bool,
+    /// The heads we last actually sent this peer. Automerge assumes a peer whose heads equal
+    /// ours already knows ours and skips the reply; with replies held back until a change is
+    /// stored, that assumption is wrong (the peer never learns its change was stored), so the
+    /// truth is restored before every message is generated.
+    told: Vec<ChangeHash>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -458,6 +463,7 @@ impl DocEntry {
             if let Some(p) = self.peers.get_mut(conn) {
                 p.state = sync::State::new();
                 p.owed = false;
+                p.told = Vec::new();
             }
         }
     }
@@ -512,6 +518,7 @@ impl DocEntry {
                     state,
                     status: PeerStatus::Unknown,
                     owed: false,
+                    told: Vec::new(),
                 },
             );
         }
@@ -727,7 +734,9 @@ impl DocEntry {
                 continue;
             };
             p.owed = false;
+            p.state.last_sent_heads.clone_from(&p.told);
             if let Some(message) = doc.sync().generate_sync_message(&mut p.state) {
+                p.told.clone_from(&message.heads);
                 ctx.send(
                     conn,
                     HubMessage::Sync {

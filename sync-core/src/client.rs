@@ -466,12 +466,17 @@ impl Client {
             Message::DocUnavailable(m) => {
                 self.event(ClientEvent::Unavailable { doc: m.document_id });
             }
-            Message::Resync(r) if r.epoch > self.epoch => {
-                self.epoch = r.epoch;
+            // A forced resync (an admin asked for it while we were connected) always resets;
+            // the epoch the server announces at every handshake resets only when it is newer
+            // than the one this device caught up with (it was forced while we were offline).
+            Message::Resync(r)
+                if r.reason.as_deref() == Some(wire::RESYNC_FORCED) || r.epoch > self.epoch =>
+            {
+                self.epoch = self.epoch.max(r.epoch);
                 for d in self.docs.values_mut() {
                     d.state = sync::State::new();
                 }
-                self.event(ClientEvent::Resynced { epoch: r.epoch });
+                self.event(ClientEvent::Resynced { epoch: self.epoch });
                 let ids: Vec<DocumentId> = self.docs.keys().copied().collect();
                 for id in ids {
                     self.send_sync(id);

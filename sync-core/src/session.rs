@@ -239,10 +239,31 @@ impl PeerSession {
                 sender_id,
                 target_id,
                 epoch: *epoch,
-                reason: None,
+                reason: Some(wire::RESYNC_FORCED.to_string()),
             }),
         };
         wire::encode(&msg)
+    }
+
+    /// The epoch announcement sent right after the handshake: a device that missed a forced
+    /// resync while offline resyncs when it sees a newer epoch.
+    pub fn epoch_frame(&self, epoch: u64) -> Vec<u8> {
+        wire::encode(&Message::Resync(Resync {
+            sender_id: self.server_peer_id.clone(),
+            target_id: self.peer_id().unwrap_or_default().to_string(),
+            epoch,
+            reason: Some(wire::RESYNC_EPOCH.to_string()),
+        }))
+    }
+
+    /// A status frame: `ok` or `degraded` with a message for people.
+    pub fn status_frame(&self, ok: bool, message: Option<&str>) -> Vec<u8> {
+        wire::encode(&Message::Status(wire::ServerStatus {
+            sender_id: self.server_peer_id.clone(),
+            target_id: self.peer_id().unwrap_or_default().to_string(),
+            state: if ok { "ok" } else { "degraded" }.to_string(),
+            message: message.map(str::to_string),
+        }))
     }
 
     /// An `error` frame for this peer (the server closes the socket after sending it).

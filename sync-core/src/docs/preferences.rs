@@ -126,6 +126,18 @@ pub fn set(doc: &mut AutoCommit, key: &str, value: &Json, now_ms: i64) -> Result
     Ok(true)
 }
 
+/// Removes a setting. Returns `false` if it was not set. A concurrent write of the same key on
+/// another device survives the removal (Automerge removes only the values this replica saw).
+pub fn remove(doc: &mut AutoCommit, key: &str) -> Result<bool, DocError> {
+    validate_key("preference key", key)?;
+    let settings = require_map(doc, "settings", EXPECTED)?;
+    if doc.get(&settings, key)?.is_none() {
+        return Ok(false);
+    }
+    doc.delete(&settings, key)?;
+    Ok(true)
+}
+
 /// Keeps a raw legacy `localStorage` value that no field maps to, so nothing is ever dropped.
 /// Idempotent: an identical value is not written again; a different value for the same key is
 /// kept beside it under `"<key>@<n>"`. Returns whether anything was written.
@@ -285,6 +297,15 @@ mod tests {
         commit(&mut b, 10);
         a.merge(&mut b).unwrap();
         assert_eq!(theme(&a).unwrap().as_deref(), Some("dark"));
+    }
+
+    #[test]
+    fn remove_deletes_and_is_idempotent() {
+        let mut doc = device(1);
+        set(&mut doc, "volume", &json!(3), 1).unwrap();
+        assert!(remove(&mut doc, "volume").unwrap());
+        assert!(!remove(&mut doc, "volume").unwrap());
+        assert_eq!(get(&doc, "volume").unwrap(), None);
     }
 
     #[test]

@@ -19,6 +19,11 @@ use crate::ids::{DocumentId, IdError};
 
 /// Type name of LearnSync's forced-sync notice.
 pub const RESYNC_TYPE: &str = "learnsync-resync";
+/// `reason` of a resync an admin forced while the device was connected: always resync.
+pub const RESYNC_FORCED: &str = "forced";
+/// `reason` of the epoch announcement sent after every handshake: resync if it is newer than
+/// the epoch the device has caught up with.
+pub const RESYNC_EPOCH: &str = "epoch";
 /// Type name of LearnSync's server-status notice.
 pub const STATUS_TYPE: &str = "learnsync-status";
 

@@ -1,0 +1,192 @@
+//! The `learnsync` command line: `serve`, `migrate`, `admin …`.
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// LearnSync: an offline-first sync server for the learnMode platform.
+#[derive(Debug, Parser)]
+#[command(name = "learnsync", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (e.g. `info`, `learnsync=debug`).
+    #[arg(long, env = "LEARNSYNC_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// Log as JSON lines.
+    #[arg(
+        long,
+        env = "LEARNSYNC_LOG_JSON",
+        default_value_t = false,
+        global = true
+    )]
+    pub log_json: bool,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (applies migrations first).
+    Serve(Box<Config>),
+    /// Apply database migrations and exit.
+    Migrate(DbArgs),
+    /// Administration tasks.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// Just the database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbArgs {
+    /// Database URL (see `serve --help`).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://learnsync.db?mode=rwc"
+    )]
+    pub database_url: String,
+}
+
+/// `learnsync admin …`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user (the first admin is created this way).
+    CreateUser {
+        /// Database.
+        #[command(flatten)]
+        db: DbArgs,
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Password (at least 8 characters); read from LEARNSYNC_PASSWORD if not given.
+        #[arg(long, env = "LEARNSYNC_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Display name.
+        #[arg(long, default_value = "Administrator")]
+        display_name: String,
+        /// learner, teacher or admin.
+        #[arg(long, default_value = "learner")]
+        role: String,
+    },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Starting the server failed.
+    #[error(transparent)]
+    Start(#[from] crate::app::StartError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Bad input.
+    #[error("{0}")]
+    Input(String),
+    /// I/O.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Sets up logging: human-readable, or JSON lines for log collectors.
+pub fn init_tracing(filter: &str, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Runs a command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(config) => {
+            let app = crate::app::Application::build(*config).await?;
+            tracing::info!(port = app.port(), "LearnSync listening");
+            let token = app.shutdown_token();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down: closing sockets, finishing writes");
+                token.cancel();
+            });
+            app.run_until_stopped().await?;
+            Ok(())
+        }
+        Command::Migrate(db) => {
+            let connected = crate::store::connect(&db.database_url, 2, "cli").await?;
+            connected.store().migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Admin(AdminCommand::CreateUser {
+            db,
+            email,
+            password,
+            display_name,
+            role,
+        }) => {
+            let role = crate::model::Role::parse(&role)
+                .ok_or_else(|| CliError::Input("role must be learner, teacher or admin".into()))?;
+            let email = crate::auth::routes::normalize_email(&email)
+                .map_err(|e| CliError::Input(e.to_string()))?;
+            crate::auth::password::validate(&password)
+                .map_err(|e| CliError::Input(e.to_string()))?;
+            let display_name = crate::auth::routes::validate_display_name(&display_name)
+                .map_err(|e| CliError::Input(e.to_string()))?;
+            let connected = crate::store::connect(&db.database_url, 2, "cli").await?;
+            let store = connected.store();
+            store.migrate().await?;
+            let hash = crate::auth::password::hash_blocking(&password)
+                .map_err(|e| CliError::Input(e.to_string()))?;
+            let user = store
+                .create_user(&crate::store::NewUser {
+                    id: crate::auth::routes::new_id(),
+                    email: Some(email),
+                    display_name,
+                    password_hash: Some(hash),
+                    role,
+                    legacy_id: None,
+                    doc_seed: crate::auth::routes::new_doc_seed(),
+                    now: crate::model::now_ms(),
+                })
+                .await
+                .map_err(|e| match e {
+                    crate::store::StoreError::Conflict(_) => {
+                        CliError::Input("a user with this email exists".into())
+                    }
+                    other => other.into(),
+                })?;
+            println!(
+                "created {} {} ({})",
+                user.user.role,
+                user.user.email.unwrap_or_default(),
+                user.user.id
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,121 @@
+//! Configuration of `learnsync serve`: every option is a flag and an environment variable, with
+//! a default that works on one box with no setup (`docs/deploy.md` lists them from `--help`).
+
+use std::net::SocketAddr;
+
+/// Options of the server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Database: `sqlite://<file>?mode=rwc` (one instance, the default) or
+    /// `postgres://user@host/db` (one or many instances).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://learnsync.db?mode=rwc"
+    )]
+    pub database_url: String,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "LEARNSYNC_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+
+    /// Mark cookies `Secure` (set when the server is reached over HTTPS, e.g. behind a TLS proxy).
+    #[arg(long, env = "LEARNSYNC_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+
+    /// Origins allowed to open the sync WebSocket (comma-separated, e.g.
+    /// `https://learn.example.org`). Same-origin pages and clients that send no Origin (mobile
+    /// apps) are always allowed.
+    #[arg(long, env = "LEARNSYNC_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Trust `X-Forwarded-For` for the client address (only behind your own reverse proxy).
+    #[arg(long, env = "LEARNSYNC_TRUST_PROXY", default_value_t = false)]
+    pub trust_proxy: bool,
+
+    /// Largest JSON request body, in bytes.
+    #[arg(long, env = "LEARNSYNC_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Largest legacy dump upload (all files of one request), in bytes.
+    #[arg(long, env = "LEARNSYNC_MAX_UPLOAD_BYTES", default_value_t = 64 << 20)]
+    pub max_upload_bytes: usize,
+
+    /// Database connections per instance (PostgreSQL).
+    #[arg(long, env = "LEARNSYNC_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Largest sync message a device may send, in bytes.
+    #[arg(long, env = "LEARNSYNC_MAX_MESSAGE_BYTES", default_value_t = 16 << 20)]
+    pub max_message_bytes: usize,
+
+    /// Sustained sync messages per second one connection may send (bursts up to 5 s worth).
+    #[arg(long, env = "LEARNSYNC_MESSAGES_PER_SEC", default_value_t = 500)]
+    pub messages_per_sec: u32,
+
+    /// Most documents one connection may sync.
+    #[arg(
+        long,
+        env = "LEARNSYNC_MAX_DOCS_PER_CONNECTION",
+        default_value_t = 2_000
+    )]
+    pub max_docs_per_connection: usize,
+
+    /// Sync worker shards (0: one per CPU).
+    #[arg(long, env = "LEARNSYNC_SYNC_SHARDS", default_value_t = 0)]
+    pub sync_shards: usize,
+
+    /// Seconds a document may stay idle in memory before it is evicted.
+    #[arg(long, env = "LEARNSYNC_IDLE_EVICT_SECS", default_value_t = 30)]
+    pub idle_evict_secs: u64,
+
+    /// Change rows after which a document is compacted into one snapshot.
+    #[arg(long, env = "LEARNSYNC_COMPACT_AFTER", default_value_t = 64)]
+    pub compact_after: i64,
+
+    /// Failed logins allowed per minute, per client address and per email.
+    #[arg(
+        long,
+        env = "LEARNSYNC_LOGIN_ATTEMPTS_PER_MINUTE",
+        default_value_t = 10
+    )]
+    pub login_attempts_per_minute: u32,
+
+    /// Client error reports accepted per user per minute.
+    #[arg(long, env = "LEARNSYNC_CLIENT_LOGS_PER_MINUTE", default_value_t = 60)]
+    pub client_logs_per_minute: u32,
+
+    /// This instance's id in the devices list (default: a random id per start).
+    #[arg(long, env = "LEARNSYNC_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Directory of the web UI (`/admin`, `/app`); default: the one built into the binary.
+    #[arg(long, env = "LEARNSYNC_WEB_DIR")]
+    pub web_dir: Option<std::path::PathBuf>,
+}
+
+impl Config {
+    /// The defaults, pointing at `database_url` and listening on a random local port (tests).
+    pub fn for_tests(database_url: &str) -> Self {
+        Self {
+            database_url: database_url.to_string(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            secure_cookies: false,
+            allowed_origins: Vec::new(),
+            trust_proxy: false,
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 64 << 20,
+            db_max_connections: 8,
+            max_message_bytes: 16 << 20,
+            messages_per_sec: 500,
+            max_docs_per_connection: 2_000,
+            sync_shards: 2,
+            idle_evict_secs: 30,
+            compact_after: 64,
+            login_attempts_per_minute: 10,
+            client_logs_per_minute: 60,
+            instance_id: None,
+            web_dir: None,
+        }
+    }
+}

@@ -1,0 +1,1388 @@
+//! The queries both backends share. `impl_store!` expands to the full `Store` implementation
+//! for one backend; the few backend-specific pieces are inherent items of the store type:
+//! `BACKEND`, `FOR_UPDATE` (row locks, empty on SQLite, which has one writer), `migrator()`,
+//! `push_search()` (full-text search) and `notify()` (cross-instance fan-out).
+
+/// Upper bound of documents per user: protects the server from a client creating documents
+/// in a loop (a real user has a few hundred at most).
+pub(crate) const MAX_DOCS_PER_USER: i64 = 5_000;
+
+/// Postgres NOTIFY payloads are limited to 8000 bytes; bigger changes are fetched by sequence.
+pub(crate) const MAX_NOTIFY_CHANGE_BYTES: usize = 5_000;
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        use async_trait::async_trait;
+        use automerge::ReadDoc as _;
+        use serde_json::Value as Json;
+        use sqlx::{QueryBuilder, Row};
+        use sync_core::docs::projection::Projection;
+
+        use crate::model::*;
+        use crate::store::common::{MAX_DOCS_PER_USER, MAX_NOTIFY_CHANGE_BYTES};
+        use crate::store::*;
+
+        type DbRow = <$db as sqlx::Database>::Row;
+
+        fn map_err(e: sqlx::Error) -> StoreError {
+            if let sqlx::Error::Database(db) = &e
+                && db.is_unique_violation()
+            {
+                return StoreError::Conflict(db.message().to_string());
+            }
+            StoreError::Database(e)
+        }
+
+        fn json_text(v: &Json) -> String {
+            serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+        }
+
+        fn parse_json(text: &str, what: &str) -> StoreResult<Json> {
+            serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+        }
+
+        fn ts(v: Option<i64>) -> Option<Timestamp> {
+            v.map(Timestamp)
+        }
+
+        fn enum_col<T>(text: &str, parse: fn(&str) -> Option<T>, what: &str) -> StoreResult<T> {
+            parse(text).ok_or_else(|| StoreError::Corrupt(format!("{what} {text:?}")))
+        }
+
+        const USER_COLS: &str = "id, email, display_name, password_hash, role, legacy_id, doc_seed, \
+            sync_epoch, disabled, created_at";
+
+        fn user_row(row: &DbRow) -> StoreResult<UserRecord> {
+            let seed: Vec<u8> = row.try_get("doc_seed")?;
+            let doc_seed: [u8; 16] = seed
+                .as_slice()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("users.doc_seed is not 16 bytes".into()))?;
+            let password_hash: Option<String> = row.try_get("password_hash")?;
+            Ok(UserRecord {
+                user: User {
+                    id: row.try_get("id")?,
+                    email: row.try_get("email")?,
+                    display_name: row.try_get("display_name")?,
+                    role: enum_col(&row.try_get::<String, _>("role")?, Role::parse, "role")?,
+                    legacy_id: row.try_get("legacy_id")?,
+                    disabled: row.try_get("disabled")?,
+                    has_password: password_hash.is_some(),
+                    created_at: Timestamp(row.try_get("created_at")?),
+                },
+                password_hash,
+                doc_seed,
+                sync_epoch: row.try_get("sync_epoch")?,
+            })
+        }
+
+        const COURSE_COLS: &str = "id, kind, title, description, category, level, status, author_id, \
+            lessons, extra, created_at, updated_at";
+
+        fn course_row(row: &DbRow) -> StoreResult<Course> {
+            let lessons: String = row.try_get("lessons")?;
+            let extra: String = row.try_get("extra")?;
+            Ok(Course {
+                id: row.try_get("id")?,
+                kind: enum_col(&row.try_get::<String, _>("kind")?, CourseKind::parse, "course kind")?,
+                title: row.try_get("title")?,
+                description: row.try_get("description")?,
+                category: row.try_get("category")?,
+                level: row.try_get("level")?,
+                status: enum_col(&row.try_get::<String, _>("status")?, CourseStatus::parse, "course status")?,
+                author_id: row.try_get("author_id")?,
+                lessons: serde_json::from_str(&lessons)
+                    .map_err(|e| StoreError::Corrupt(format!("courses.lessons: {e}")))?,
+                extra: parse_json(&extra, "courses.extra")?,
+                created_at: Timestamp(row.try_get("created_at")?),
+                updated_at: Timestamp(row.try_get("updated_at")?),
+            })
+        }
+
+        const REPORT_COLS: &str = "id, course_id, reporter_id, reason, details, status, note, \
+            resolved_by, resolved_at, created_at";
+
+        fn report_row(row: &DbRow) -> StoreResult<Report> {
+            Ok(Report {
+                id: row.try_get("id")?,
+                course_id: row.try_get("course_id")?,
+                reporter_id: row.try_get("reporter_id")?,
+                reason: row.try_get("reason")?,
+                details: row.try_get("details")?,
+                status: enum_col(&row.try_get::<String, _>("status")?, ReportStatus::parse, "report status")?,
+                note: row.try_get("note")?,
+                resolved_by: row.try_get("resolved_by")?,
+                resolved_at: ts(row.try_get("resolved_at")?),
+                created_at: Timestamp(row.try_get("created_at")?),
+            })
+        }
+
+        fn log_row(row: &DbRow) -> StoreResult<LogEntry> {
+            let context: Option<String> = row.try_get("context")?;
+            Ok(LogEntry {
+                id: row.try_get("id")?,
+                level: enum_col(&row.try_get::<String, _>("level")?, LogLevel::parse, "log level")?,
+                source: row.try_get("source")?,
+                message: row.try_get("message")?,
+                context: context.map(|c| parse_json(&c, "system_logs.context")).transpose()?,
+                user_id: row.try_get("user_id")?,
+                request_id: row.try_get("request_id")?,
+                created_at: Timestamp(row.try_get("created_at")?),
+            })
+        }
+
+        fn enrollment_row(row: &DbRow) -> StoreResult<Enrollment> {
+            let lessons: String = row.try_get("completed_lessons")?;
+            Ok(Enrollment {
+                course_id: row.try_get("course_id")?,
+                status: enum_col(&row.try_get::<String, _>("status")?, EnrollmentStatus::parse, "enrollment status")?,
+                enrolled_at: ts(row.try_get("enrolled_at")?),
+                progress: row.try_get("progress")?,
+                completed_lessons: serde_json::from_str(&lessons)
+                    .map_err(|e| StoreError::Corrupt(format!("enrollments.completed_lessons: {e}")))?,
+                time_spent_secs: row.try_get("time_spent_secs")?,
+                last_activity: ts(row.try_get("last_activity")?),
+                attempt: row.try_get("attempt")?,
+                completed_at: ts(row.try_get("completed_at")?),
+            })
+        }
+
+        const RUN_COLS: &str = "id, actor_id, source, label, status, dry_run, dumps_total, dumps_done, \
+            counts, report, errors, started_at, finished_at";
+
+        fn run_row(row: &DbRow) -> StoreResult<MigrationRun> {
+            Ok(MigrationRun {
+                id: row.try_get("id")?,
+                actor_id: row.try_get("actor_id")?,
+                source: enum_col(&row.try_get::<String, _>("source")?, RunSource::parse, "run source")?,
+                label: row.try_get("label")?,
+                status: enum_col(&row.try_get::<String, _>("status")?, RunStatus::parse, "run status")?,
+                dry_run: row.try_get("dry_run")?,
+                dumps_total: row.try_get("dumps_total")?,
+                dumps_done: row.try_get("dumps_done")?,
+                counts: parse_json(&row.try_get::<String, _>("counts")?, "migration_runs.counts")?,
+                report: parse_json(&row.try_get::<String, _>("report")?, "migration_runs.report")?,
+                errors: parse_json(&row.try_get::<String, _>("errors")?, "migration_runs.errors")?,
+                started_at: Timestamp(row.try_get("started_at")?),
+                finished_at: ts(row.try_get("finished_at")?),
+            })
+        }
+
+        fn device_row(row: &DbRow) -> StoreResult<Device> {
+            Ok(Device {
+                conn_id: row.try_get("conn_id")?,
+                instance_id: row.try_get("instance_id")?,
+                user_id: row.try_get("user_id")?,
+                peer_id: row.try_get("peer_id")?,
+                remote_addr: row.try_get("remote_addr")?,
+                user_agent: row.try_get("user_agent")?,
+                connected_at: Timestamp(row.try_get("connected_at")?),
+                last_sync_at: ts(row.try_get("last_sync_at")?),
+            })
+        }
+
+        /// Appends the keyset condition for a descending (time, id) order.
+        fn push_desc_cursor(qb: &mut QueryBuilder<'_, $db>, time_col: &str, id_col: &str, cursor: &Option<String>) -> StoreResult<()> {
+            if let Some(c) = cursor {
+                let c = Cursor::decode(c)?;
+                let n = c.n.ok_or_else(|| StoreError::Invalid("cursor does not fit this list".into()))?;
+                qb.push(format!(" AND ({time_col}, {id_col}) < (")).push_bind(n).push(", ").push_bind(c.id).push(")");
+            }
+            Ok(())
+        }
+
+        fn next_page<T>(mut items: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> Cursor) -> Page<T> {
+            let next_cursor = if items.len() as i64 > limit {
+                items.truncate(limit as usize);
+                items.last().map(|last| cursor_of(last).encode())
+            } else {
+                None
+            };
+            Page { items, next_cursor }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> Backend {
+                Self::BACKEND
+            }
+
+            async fn migrate(&self) -> StoreResult<()> {
+                Self::migrator().run(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
+                let row = sqlx::query("SELECT value FROM server_meta WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(row.map(|r| r.try_get("value")).transpose()?)
+            }
+
+            async fn meta_set(&self, key: &str, value: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO server_meta (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn meta_get_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+                sqlx::query("INSERT INTO server_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                self.meta_get(key)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("server_meta.{key} vanished")))
+            }
+
+            async fn create_user(&self, new: &NewUser) -> StoreResult<UserRecord> {
+                let row = sqlx::query(&format!(
+                    "INSERT INTO users (id, email, display_name, password_hash, role, legacy_id, doc_seed, \
+                     sync_epoch, disabled, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, FALSE, $8, $8) RETURNING {USER_COLS}"
+                ))
+                .bind(&new.id)
+                .bind(&new.email)
+                .bind(&new.display_name)
+                .bind(&new.password_hash)
+                .bind(new.role.as_str())
+                .bind(&new.legacy_id)
+                .bind(new.doc_seed.to_vec())
+                .bind(new.now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                user_row(&row)
+            }
+
+            async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+                let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.as_ref().map(user_row).transpose()
+            }
+
+            async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+                let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE email = $1"))
+                    .bind(email)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.as_ref().map(user_row).transpose()
+            }
+
+            async fn user_by_legacy_id(&self, legacy_id: &str) -> StoreResult<Option<UserRecord>> {
+                let row = sqlx::query(&format!("SELECT {USER_COLS} FROM users WHERE legacy_id = $1"))
+                    .bind(legacy_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.as_ref().map(user_row).transpose()
+            }
+
+            async fn ensure_legacy_user(&self, new: &NewUser) -> StoreResult<(UserRecord, bool)> {
+                let legacy = new
+                    .legacy_id
+                    .as_deref()
+                    .ok_or_else(|| StoreError::Invalid("placeholder users need a legacy id".into()))?;
+                let inserted = sqlx::query(
+                    "INSERT INTO users (id, email, display_name, password_hash, role, legacy_id, doc_seed, \
+                     sync_epoch, disabled, created_at, updated_at) \
+                     VALUES ($1, NULL, $2, NULL, $3, $4, $5, 0, FALSE, $6, $6) ON CONFLICT (legacy_id) DO NOTHING",
+                )
+                .bind(&new.id)
+                .bind(&new.display_name)
+                .bind(new.role.as_str())
+                .bind(legacy)
+                .bind(new.doc_seed.to_vec())
+                .bind(new.now)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected()
+                    == 1;
+                let user = self
+                    .user_by_legacy_id(legacy)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("placeholder user vanished".into()))?;
+                Ok((user, inserted))
+            }
+
+            async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<UserRecord>> {
+                let limit = page_size(query.limit);
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {USER_COLS} FROM users WHERE 1 = 1"));
+                if let Some(role) = query.role {
+                    qb.push(" AND role = ").push_bind(role.as_str());
+                }
+                if let Some(q) = query.q.as_deref().filter(|q| !q.is_empty()) {
+                    let pattern = format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+                    qb.push(" AND (LOWER(COALESCE(email, '')) LIKE ")
+                        .push_bind(pattern.clone())
+                        .push(" ESCAPE '\\' OR LOWER(display_name) LIKE ")
+                        .push_bind(pattern)
+                        .push(" ESCAPE '\\')");
+                }
+                push_desc_cursor(&mut qb, "created_at", "id", &query.cursor)?;
+                qb.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(limit + 1);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                let items = rows.iter().map(user_row).collect::<StoreResult<Vec<_>>>()?;
+                Ok(next_page(items, limit, |u| Cursor { n: Some(u.user.created_at.0), s: None, id: u.user.id.clone() }))
+            }
+
+            async fn update_user(&self, id: &str, patch: &UserPatch, now: i64) -> StoreResult<UserRecord> {
+                let row = sqlx::query(&format!(
+                    "UPDATE users SET role = COALESCE($2, role), disabled = COALESCE($3, disabled), \
+                     display_name = COALESCE($4, display_name), email = COALESCE($5, email), \
+                     password_hash = COALESCE($6, password_hash), updated_at = $7 \
+                     WHERE id = $1 RETURNING {USER_COLS}"
+                ))
+                .bind(id)
+                .bind(patch.role.map(|r| r.as_str()))
+                .bind(patch.disabled)
+                .bind(&patch.display_name)
+                .bind(&patch.email)
+                .bind(&patch.password_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                row.as_ref().map(user_row).transpose()?.ok_or(StoreError::NotFound)
+            }
+
+            async fn delete_user(&self, id: &str) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                for sql in [
+                    "DELETE FROM devices WHERE user_id = $1",
+                    "DELETE FROM system_logs WHERE user_id = $1",
+                ] {
+                    sqlx::query(sql).bind(id).execute(&mut *tx).await.map_err(map_err)?;
+                }
+                let gone = sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected()
+                    == 1;
+                tx.commit().await.map_err(map_err)?;
+                Ok(gone)
+            }
+
+            async fn bump_sync_epoch(&self, user_id: Option<&str>) -> StoreResult<i64> {
+                match user_id {
+                    Some(id) => {
+                        let row = sqlx::query("UPDATE users SET sync_epoch = sync_epoch + 1 WHERE id = $1 RETURNING sync_epoch")
+                            .bind(id)
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(map_err)?
+                            .ok_or(StoreError::NotFound)?;
+                        Ok(row.try_get("sync_epoch")?)
+                    }
+                    None => {
+                        let mut tx = self.pool.begin().await.map_err(map_err)?;
+                        sqlx::query(
+                            "INSERT INTO server_meta (key, value) VALUES ('global_sync_epoch', '1') \
+                             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(server_meta.value AS BIGINT) + 1 AS TEXT)",
+                        )
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                        let row = sqlx::query("SELECT value FROM server_meta WHERE key = 'global_sync_epoch'")
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                        tx.commit().await.map_err(map_err)?;
+                        let value: String = row.try_get("value")?;
+                        value.parse().map_err(|_| StoreError::Corrupt("global_sync_epoch".into()))
+                    }
+                }
+            }
+
+            async fn global_sync_epoch(&self) -> StoreResult<i64> {
+                Ok(self
+                    .meta_get("global_sync_epoch")
+                    .await?
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0))
+            }
+
+            async fn create_token(&self, token: &NewToken) -> StoreResult<ApiToken> {
+                sqlx::query(
+                    "INSERT INTO api_tokens (id, user_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&token.id)
+                .bind(&token.user_id)
+                .bind(&token.name)
+                .bind(&token.token_hash)
+                .bind(token.now)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(ApiToken {
+                    id: token.id.clone(),
+                    name: token.name.clone(),
+                    created_at: Timestamp(token.now),
+                    last_used_at: None,
+                    revoked_at: None,
+                })
+            }
+
+            async fn token_user(&self, token_hash: &str, now: i64) -> StoreResult<Option<UserRecord>> {
+                // Record the use at most once a minute: a bearer request must not cost a write.
+                sqlx::query(
+                    "UPDATE api_tokens SET last_used_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL \
+                     AND (last_used_at IS NULL OR last_used_at < $3)",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .bind(now - 60_000)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                let row = sqlx::query(&format!(
+                    "SELECT {} FROM users u JOIN api_tokens t ON t.user_id = u.id \
+                     WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+                    USER_COLS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+                ))
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                row.as_ref().map(user_row).transpose()
+            }
+
+            async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<ApiToken>> {
+                let rows = sqlx::query(
+                    "SELECT id, name, created_at, last_used_at, revoked_at FROM api_tokens \
+                     WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(ApiToken {
+                            id: r.try_get("id")?,
+                            name: r.try_get("name")?,
+                            created_at: Timestamp(r.try_get("created_at")?),
+                            last_used_at: ts(r.try_get("last_used_at")?),
+                            revoked_at: ts(r.try_get("revoked_at")?),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn revoke_token(&self, user_id: &str, token_id: &str, now: i64) -> StoreResult<bool> {
+                Ok(sqlx::query(
+                    "UPDATE api_tokens SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(token_id)
+                .bind(user_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected()
+                    == 1)
+            }
+
+            async fn create_course(&self, c: &NewCourse) -> StoreResult<Course> {
+                let lessons = serde_json::to_string(&c.lessons).unwrap_or_else(|_| "[]".into());
+                let row = sqlx::query(&format!(
+                    "INSERT INTO courses (id, kind, title, description, category, level, status, author_id, \
+                     lessons, extra, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COURSE_COLS}"
+                ))
+                .bind(&c.id)
+                .bind(c.kind.as_str())
+                .bind(&c.title)
+                .bind(&c.description)
+                .bind(&c.category)
+                .bind(&c.level)
+                .bind(c.status.as_str())
+                .bind(&c.author_id)
+                .bind(lessons)
+                .bind(json_text(&c.extra))
+                .bind(c.created_at)
+                .bind(c.now)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                course_row(&row)
+            }
+
+            async fn insert_course_if_absent(&self, c: &NewCourse) -> StoreResult<bool> {
+                let lessons = serde_json::to_string(&c.lessons).unwrap_or_else(|_| "[]".into());
+                Ok(sqlx::query(
+                    "INSERT INTO courses (id, kind, title, description, category, level, status, author_id, \
+                     lessons, extra, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&c.id)
+                .bind(c.kind.as_str())
+                .bind(&c.title)
+                .bind(&c.description)
+                .bind(&c.category)
+                .bind(&c.level)
+                .bind(c.status.as_str())
+                .bind(&c.author_id)
+                .bind(lessons)
+                .bind(json_text(&c.extra))
+                .bind(c.created_at)
+                .bind(c.now)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected()
+                    == 1)
+            }
+
+            async fn course(&self, id: &str) -> StoreResult<Option<Course>> {
+                let row = sqlx::query(&format!("SELECT {COURSE_COLS} FROM courses WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.as_ref().map(course_row).transpose()
+            }
+
+            async fn update_course(&self, id: &str, p: &CoursePatch, now: i64) -> StoreResult<Option<Course>> {
+                let lessons = p.lessons.as_ref().map(|l| serde_json::to_string(l).unwrap_or_else(|_| "[]".into()));
+                let row = sqlx::query(&format!(
+                    "UPDATE courses SET title = COALESCE($2, title), description = COALESCE($3, description), \
+                     category = CASE WHEN $4 THEN $5 ELSE category END, \
+                     level = CASE WHEN $6 THEN $7 ELSE level END, \
+                     status = COALESCE($8, status), lessons = COALESCE($9, lessons), updated_at = $10 \
+                     WHERE id = $1 RETURNING {COURSE_COLS}"
+                ))
+                .bind(id)
+                .bind(&p.title)
+                .bind(&p.description)
+                .bind(p.category.is_some())
+                .bind(p.category.clone().flatten())
+                .bind(p.level.is_some())
+                .bind(p.level.clone().flatten())
+                .bind(p.status.map(|s| s.as_str()))
+                .bind(lessons)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                row.as_ref().map(course_row).transpose()
+            }
+
+            async fn list_courses(&self, q: &CourseQuery) -> StoreResult<Page<Course>> {
+                let limit = page_size(q.limit);
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {COURSE_COLS} FROM courses WHERE 1 = 1"));
+                match &q.visibility {
+                    Visibility::Published => {
+                        qb.push(" AND status = 'published'");
+                    }
+                    Visibility::PublishedOrAuthor(author) => {
+                        qb.push(" AND (status = 'published' OR author_id = ").push_bind(author.clone()).push(")");
+                    }
+                    Visibility::All => {}
+                }
+                if let Some(kind) = q.kind {
+                    qb.push(" AND kind = ").push_bind(kind.as_str());
+                }
+                if let Some(category) = &q.category {
+                    qb.push(" AND category = ").push_bind(category.clone());
+                }
+                if let Some(level) = &q.level {
+                    qb.push(" AND level = ").push_bind(level.clone());
+                }
+                if let Some(status) = q.status {
+                    qb.push(" AND status = ").push_bind(status.as_str());
+                }
+                if let Some(author) = &q.author {
+                    qb.push(" AND author_id = ").push_bind(author.clone());
+                }
+                if let Some(text) = &q.q {
+                    let terms = search_terms(text);
+                    if terms.is_empty() {
+                        // Nothing searchable (only punctuation): no match rather than everything.
+                        qb.push(" AND 1 = 0");
+                    } else {
+                        qb.push(" AND ");
+                        Self::push_search(&mut qb, &terms);
+                    }
+                }
+                let cursor = q.cursor.as_deref().map(Cursor::decode).transpose()?;
+                let bad_cursor = || StoreError::Invalid("cursor does not fit this sort order".into());
+                let order = match q.sort {
+                    CourseSort::NewestFirst => {
+                        if let Some(c) = cursor {
+                            qb.push(" AND (created_at, id) < (").push_bind(c.n.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
+                        }
+                        " ORDER BY created_at DESC, id DESC"
+                    }
+                    CourseSort::OldestFirst => {
+                        if let Some(c) = cursor {
+                            qb.push(" AND (created_at, id) > (").push_bind(c.n.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
+                        }
+                        " ORDER BY created_at ASC, id ASC"
+                    }
+                    CourseSort::RecentlyUpdated => {
+                        if let Some(c) = cursor {
+                            qb.push(" AND (updated_at, id) < (").push_bind(c.n.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
+                        }
+                        " ORDER BY updated_at DESC, id DESC"
+                    }
+                    CourseSort::Title => {
+                        if let Some(c) = cursor {
+                            qb.push(" AND (title, id) > (").push_bind(c.s.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
+                        }
+                        " ORDER BY title ASC, id ASC"
+                    }
+                };
+                qb.push(order).push(" LIMIT ").push_bind(limit + 1);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                let items = rows.iter().map(course_row).collect::<StoreResult<Vec<_>>>()?;
+                let sort = q.sort;
+                Ok(next_page(items, limit, |c| match sort {
+                    CourseSort::NewestFirst | CourseSort::OldestFirst => Cursor { n: Some(c.created_at.0), s: None, id: c.id.clone() },
+                    CourseSort::RecentlyUpdated => Cursor { n: Some(c.updated_at.0), s: None, id: c.id.clone() },
+                    CourseSort::Title => Cursor { n: None, s: Some(c.title.clone()), id: c.id.clone() },
+                }))
+            }
+
+            async fn create_report(&self, r: &NewReport) -> StoreResult<Report> {
+                let row = sqlx::query(&format!(
+                    "INSERT INTO course_reports (id, course_id, reporter_id, reason, details, status, note, \
+                     resolved_by, resolved_at, legacy_id, extra, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING {REPORT_COLS}"
+                ))
+                .bind(&r.id)
+                .bind(&r.course_id)
+                .bind(&r.reporter_id)
+                .bind(&r.reason)
+                .bind(&r.details)
+                .bind(r.status.as_str())
+                .bind(&r.note)
+                .bind(&r.resolved_by)
+                .bind(r.resolved_at)
+                .bind(&r.legacy_id)
+                .bind(json_text(&r.extra))
+                .bind(r.created_at)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                report_row(&row)
+            }
+
+            async fn insert_report_if_absent(&self, r: &NewReport) -> StoreResult<bool> {
+                Ok(sqlx::query(
+                    "INSERT INTO course_reports (id, course_id, reporter_id, reason, details, status, note, \
+                     resolved_by, resolved_at, legacy_id, extra, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) ON CONFLICT (legacy_id) DO NOTHING",
+                )
+                .bind(&r.id)
+                .bind(&r.course_id)
+                .bind(&r.reporter_id)
+                .bind(&r.reason)
+                .bind(&r.details)
+                .bind(r.status.as_str())
+                .bind(&r.note)
+                .bind(&r.resolved_by)
+                .bind(r.resolved_at)
+                .bind(&r.legacy_id)
+                .bind(json_text(&r.extra))
+                .bind(r.created_at)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected()
+                    == 1)
+            }
+
+            async fn report(&self, id: &str) -> StoreResult<Option<Report>> {
+                let row = sqlx::query(&format!("SELECT {REPORT_COLS} FROM course_reports WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.as_ref().map(report_row).transpose()
+            }
+
+            async fn list_reports(&self, q: &ReportQuery) -> StoreResult<Page<Report>> {
+                let limit = page_size(q.limit);
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {REPORT_COLS} FROM course_reports WHERE 1 = 1"));
+                if let Some(status) = q.status {
+                    qb.push(" AND status = ").push_bind(status.as_str());
+                }
+                if let Some(course) = &q.course_id {
+                    qb.push(" AND course_id = ").push_bind(course.clone());
+                }
+                if let Some(reporter) = &q.reporter_id {
+                    qb.push(" AND reporter_id = ").push_bind(reporter.clone());
+                }
+                push_desc_cursor(&mut qb, "created_at", "id", &q.cursor)?;
+                qb.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(limit + 1);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                let items = rows.iter().map(report_row).collect::<StoreResult<Vec<_>>>()?;
+                Ok(next_page(items, limit, |r| Cursor { n: Some(r.created_at.0), s: None, id: r.id.clone() }))
+            }
+
+            async fn resolve_report(&self, id: &str, status: ReportStatus, note: Option<&str>, by: &str, now: i64) -> StoreResult<Option<Report>> {
+                let row = sqlx::query(&format!(
+                    "UPDATE course_reports SET status = $2, note = $3, resolved_by = $4, resolved_at = $5, updated_at = $5 \
+                     WHERE id = $1 RETURNING {REPORT_COLS}"
+                ))
+                .bind(id)
+                .bind(status.as_str())
+                .bind(note)
+                .bind(by)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                row.as_ref().map(report_row).transpose()
+            }
+
+            async fn insert_logs(&self, logs: &[NewLog]) -> StoreResult<u64> {
+                if logs.is_empty() {
+                    return Ok(0);
+                }
+                let mut inserted = 0;
+                for chunk in logs.chunks(500) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO system_logs (level, source, message, context, user_id, request_id, legacy_key, created_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, l| {
+                        b.push_bind(l.level.as_str())
+                            .push_bind(l.source.clone())
+                            .push_bind(l.message.clone())
+                            .push_bind(l.context.as_ref().map(json_text))
+                            .push_bind(l.user_id.clone())
+                            .push_bind(l.request_id.clone())
+                            .push_bind(l.legacy_key.clone())
+                            .push_bind(l.created_at);
+                    });
+                    qb.push(" ON CONFLICT (legacy_key) DO NOTHING");
+                    inserted += qb.build().execute(&self.pool).await.map_err(map_err)?.rows_affected();
+                }
+                Ok(inserted)
+            }
+
+            async fn list_logs(&self, q: &LogQuery) -> StoreResult<Page<LogEntry>> {
+                let limit = page_size(q.limit);
+                let mut qb = QueryBuilder::<$db>::new(
+                    "SELECT id, level, source, message, context, user_id, request_id, created_at FROM system_logs WHERE 1 = 1",
+                );
+                if let Some(level) = q.level {
+                    qb.push(" AND level = ").push_bind(level.as_str());
+                }
+                if let Some(source) = &q.source {
+                    qb.push(" AND source = ").push_bind(source.clone());
+                }
+                if let Some(user) = &q.user_id {
+                    qb.push(" AND user_id = ").push_bind(user.clone());
+                }
+                if let Some(from) = q.from {
+                    qb.push(" AND created_at >= ").push_bind(from);
+                }
+                if let Some(to) = q.to {
+                    qb.push(" AND created_at < ").push_bind(to);
+                }
+                if let Some(c) = &q.cursor {
+                    let c = Cursor::decode(c)?;
+                    let n = c.n.ok_or_else(|| StoreError::Invalid("cursor does not fit this list".into()))?;
+                    let id: i64 = c.id.parse().map_err(|_| StoreError::Invalid("cursor does not fit this list".into()))?;
+                    qb.push(" AND (created_at, id) < (").push_bind(n).push(", ").push_bind(id).push(")");
+                }
+                qb.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(limit + 1);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                let items = rows.iter().map(log_row).collect::<StoreResult<Vec<_>>>()?;
+                Ok(next_page(items, limit, |l| Cursor { n: Some(l.created_at.0), s: None, id: l.id.to_string() }))
+            }
+
+            async fn preferences(&self, user_id: &str) -> StoreResult<Option<Preferences>> {
+                let row = sqlx::query("SELECT theme, language, settings, updated_at FROM user_preferences WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(|r| {
+                    Ok(Preferences {
+                        theme: r.try_get("theme")?,
+                        language: r.try_get("language")?,
+                        settings: parse_json(&r.try_get::<String, _>("settings")?, "user_preferences.settings")?,
+                        updated_at: Some(Timestamp(r.try_get("updated_at")?)),
+                    })
+                })
+                .transpose()
+            }
+
+            async fn enrollments(&self, user_id: &str) -> StoreResult<Vec<Enrollment>> {
+                let rows = sqlx::query(
+                    "SELECT course_id, status, enrolled_at, progress, completed_lessons, time_spent_secs, last_activity, \
+                     attempt, completed_at FROM enrollments WHERE user_id = $1 ORDER BY course_id",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.iter().map(enrollment_row).collect()
+            }
+
+            async fn course_stats(&self, limit: u32) -> StoreResult<Vec<CourseStats>> {
+                let rows = sqlx::query(
+                    "SELECT e.course_id AS course_id, MAX(c.title) AS title, COUNT(*) AS enrollments, \
+                     SUM(CASE WHEN e.status = 'active' THEN 1 ELSE 0 END) AS active, \
+                     SUM(CASE WHEN e.status = 'completed' THEN 1 ELSE 0 END) AS completed, \
+                     CAST(AVG(CASE WHEN e.status <> 'unenrolled' THEN e.progress END) AS DOUBLE PRECISION) AS average_progress \
+                     FROM enrollments e LEFT JOIN courses c ON c.id = e.course_id \
+                     GROUP BY e.course_id ORDER BY COUNT(*) DESC, e.course_id LIMIT $1",
+                )
+                .bind(page_size(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(CourseStats {
+                            course_id: r.try_get("course_id")?,
+                            title: r.try_get("title")?,
+                            enrollments: r.try_get("enrollments")?,
+                            active: r.try_get::<Option<i64>, _>("active")?.unwrap_or(0),
+                            completed: r.try_get::<Option<i64>, _>("completed")?.unwrap_or(0),
+                            average_progress: r.try_get::<Option<f64>, _>("average_progress")?.unwrap_or(0.0),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn daily_enrollments(&self, completions: bool, course_id: Option<&str>, from: i64, to: i64) -> StoreResult<Vec<DailyCount>> {
+                let col = if completions { "completed_at" } else { "enrolled_at" };
+                let mut qb = QueryBuilder::<$db>::new(format!(
+                    "SELECT {col} / 86400000 AS day, COUNT(*) AS n FROM enrollments WHERE {col} >= "
+                ));
+                qb.push_bind(from).push(format!(" AND {col} < ")).push_bind(to);
+                if let Some(c) = course_id {
+                    qb.push(" AND course_id = ").push_bind(c.to_string());
+                }
+                qb.push(format!(" GROUP BY {col} / 86400000 ORDER BY 1"));
+                let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                rows.iter().map(daily_row).collect()
+            }
+
+            async fn daily_active_users(&self, from: i64, to: i64) -> StoreResult<Vec<DailyCount>> {
+                let rows = sqlx::query(
+                    "SELECT last_activity / 86400000 AS day, COUNT(DISTINCT user_id) AS n FROM enrollments \
+                     WHERE last_activity >= $1 AND last_activity < $2 GROUP BY last_activity / 86400000 ORDER BY 1",
+                )
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.iter().map(daily_row).collect()
+            }
+
+            async fn save_run(&self, run: &MigrationRun) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO migration_runs (id, actor_id, source, label, status, dry_run, dumps_total, dumps_done, \
+                     counts, report, errors, started_at, finished_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, dumps_total = excluded.dumps_total, \
+                     dumps_done = excluded.dumps_done, counts = excluded.counts, report = excluded.report, \
+                     errors = excluded.errors, finished_at = excluded.finished_at",
+                )
+                .bind(&run.id)
+                .bind(&run.actor_id)
+                .bind(run.source.as_str())
+                .bind(&run.label)
+                .bind(run.status.as_str())
+                .bind(run.dry_run)
+                .bind(run.dumps_total)
+                .bind(run.dumps_done)
+                .bind(json_text(&run.counts))
+                .bind(json_text(&run.report))
+                .bind(json_text(&run.errors))
+                .bind(run.started_at.0)
+                .bind(run.finished_at.map(|t| t.0))
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn run(&self, id: &str) -> StoreResult<Option<MigrationRun>> {
+                let row = sqlx::query(&format!("SELECT {RUN_COLS} FROM migration_runs WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.as_ref().map(run_row).transpose()
+            }
+
+            async fn list_runs(&self, cursor: Option<&str>, limit: u32) -> StoreResult<Page<MigrationRun>> {
+                let limit = page_size(limit);
+                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {RUN_COLS} FROM migration_runs WHERE 1 = 1"));
+                push_desc_cursor(&mut qb, "started_at", "id", &cursor.map(str::to_string))?;
+                qb.push(" ORDER BY started_at DESC, id DESC LIMIT ").push_bind(limit + 1);
+                let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                let items = rows.iter().map(run_row).collect::<StoreResult<Vec<_>>>()?;
+                Ok(next_page(items, limit, |r| Cursor { n: Some(r.started_at.0), s: None, id: r.id.clone() }))
+            }
+
+            async fn load_document(&self, id: &str) -> StoreResult<Option<StoredDocument>> {
+                let Some(doc) = sqlx::query("SELECT owner_id, kind, course_id, snapshot FROM documents WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                else {
+                    return Ok(None);
+                };
+                let mut chunks = Vec::new();
+                if let Some(snapshot) = doc.try_get::<Option<Vec<u8>>, _>("snapshot")? {
+                    chunks.push(snapshot);
+                }
+                let rows = sqlx::query("SELECT data FROM document_changes WHERE doc_id = $1 ORDER BY seq")
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                for r in rows {
+                    chunks.push(r.try_get("data")?);
+                }
+                let states = sqlx::query("SELECT peer_storage_id, state FROM sync_states WHERE doc_id = $1")
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(Some(StoredDocument {
+                    owner_id: doc.try_get("owner_id")?,
+                    kind: doc.try_get("kind")?,
+                    course_id: doc.try_get("course_id")?,
+                    chunks,
+                    sync_states: states
+                        .iter()
+                        .map(|r| Ok((r.try_get("peer_storage_id")?, r.try_get("state")?)))
+                        .collect::<StoreResult<Vec<_>>>()?,
+                }))
+            }
+
+            async fn store_writes(&self, writes: &[DocWrite], now: i64) -> StoreResult<Vec<WriteOutcome>> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let mut outcomes = Vec::with_capacity(writes.len());
+                let mut notes = Vec::new();
+                for w in writes {
+                    let owner: Option<String> = sqlx::query(&format!("SELECT owner_id FROM documents WHERE id = $1 {}", Self::FOR_UPDATE))
+                        .bind(&w.doc_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?
+                        .map(|r| r.try_get("owner_id"))
+                        .transpose()?;
+                    match owner {
+                        Some(owner) if owner != w.owner_id => {
+                            outcomes.push(WriteOutcome::Rejected("document belongs to another user".into()));
+                            continue;
+                        }
+                        Some(_) => {}
+                        None => {
+                            let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM documents WHERE owner_id = $1")
+                                .bind(&w.owner_id)
+                                .fetch_one(&mut *tx)
+                                .await
+                                .map_err(map_err)?
+                                .try_get("n")?;
+                            if count >= MAX_DOCS_PER_USER {
+                                outcomes.push(WriteOutcome::Rejected(format!("a user may own at most {MAX_DOCS_PER_USER} documents")));
+                                continue;
+                            }
+                            let exists_user = sqlx::query("SELECT 1 AS one FROM users WHERE id = $1")
+                                .bind(&w.owner_id)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(map_err)?
+                                .is_some();
+                            if !exists_user {
+                                outcomes.push(WriteOutcome::Rejected("the owner no longer exists".into()));
+                                continue;
+                            }
+                            sqlx::query(
+                                "INSERT INTO documents (id, owner_id, kind, course_id, change_count, byte_size, created_at, updated_at) \
+                                 VALUES ($1, $2, $3, $4, 0, 0, $5, $5) ON CONFLICT (id) DO NOTHING",
+                            )
+                            .bind(&w.doc_id)
+                            .bind(&w.owner_id)
+                            .bind(&w.kind)
+                            .bind(&w.course_id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_err)?;
+                            let owner: String = sqlx::query(&format!("SELECT owner_id FROM documents WHERE id = $1 {}", Self::FOR_UPDATE))
+                                .bind(&w.doc_id)
+                                .fetch_one(&mut *tx)
+                                .await
+                                .map_err(map_err)?
+                                .try_get("owner_id")?;
+                            if owner != w.owner_id {
+                                outcomes.push(WriteOutcome::Rejected("document belongs to another user".into()));
+                                continue;
+                            }
+                        }
+                    }
+                    let pending: i64 = sqlx::query(
+                        "UPDATE documents SET change_count = change_count + 1, byte_size = byte_size + $2, updated_at = $3, \
+                         kind = CASE WHEN kind = 'other' THEN $4 ELSE kind END, course_id = COALESCE(course_id, $5) \
+                         WHERE id = $1 RETURNING change_count",
+                    )
+                    .bind(&w.doc_id)
+                    .bind(w.changes.len() as i64)
+                    .bind(now)
+                    .bind(&w.kind)
+                    .bind(&w.course_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .try_get("change_count")?;
+                    let seq: i64 = sqlx::query("INSERT INTO document_changes (doc_id, data, created_at) VALUES ($1, $2, $3) RETURNING seq")
+                        .bind(&w.doc_id)
+                        .bind(&w.changes)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(map_err)?
+                        .try_get("seq")?;
+                    if let Some(p) = &w.projection {
+                        write_projection(&mut tx, &w.owner_id, p, now).await?;
+                    }
+                    notes.push((w.doc_id.clone(), seq, if w.changes.len() <= MAX_NOTIFY_CHANGE_BYTES { Some(&w.changes) } else { None }));
+                    outcomes.push(WriteOutcome::Stored { seq, pending_changes: pending });
+                }
+                self.notify(&mut tx, &notes).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(outcomes)
+            }
+
+            async fn compact_document(&self, id: &str) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Lock the document row: writers update it before inserting changes, so no change
+                // commits for this document while we fold its changes.
+                let Some(row) = sqlx::query(&format!("SELECT snapshot FROM documents WHERE id = $1 {}", Self::FOR_UPDATE))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                else {
+                    return Ok(());
+                };
+                let mut doc = automerge::Automerge::new();
+                if let Some(snapshot) = row.try_get::<Option<Vec<u8>>, _>("snapshot")? {
+                    doc.load_incremental(&snapshot)
+                        .map_err(|e| StoreError::Corrupt(format!("snapshot of {id}: {e}")))?;
+                }
+                let changes = sqlx::query("SELECT seq, data FROM document_changes WHERE doc_id = $1 ORDER BY seq")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                if changes.is_empty() {
+                    return Ok(());
+                }
+                let mut max_seq = 0i64;
+                for r in &changes {
+                    let data: Vec<u8> = r.try_get("data")?;
+                    // A chunk automerge cannot read stays as a change row (never dropped).
+                    if doc.load_incremental(&data).is_err() {
+                        tracing::error!(doc = id, "unreadable change chunk kept out of the snapshot");
+                        return Ok(());
+                    }
+                    max_seq = max_seq.max(r.try_get("seq")?);
+                }
+                if !doc.get_missing_deps(&[]).is_empty() {
+                    // Changes whose dependencies are missing must stay as rows until they arrive.
+                    return Ok(());
+                }
+                let snapshot = doc.save();
+                sqlx::query("UPDATE documents SET snapshot = $2, change_count = 0, byte_size = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(&snapshot)
+                    .bind(snapshot.len() as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                sqlx::query("DELETE FROM document_changes WHERE doc_id = $1 AND seq <= $2")
+                    .bind(id)
+                    .bind(max_seq)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn document_change(&self, seq: i64) -> StoreResult<Option<(String, Vec<u8>)>> {
+                let row = sqlx::query("SELECT doc_id, data FROM document_changes WHERE seq = $1")
+                    .bind(seq)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                row.map(|r| Ok((r.try_get("doc_id")?, r.try_get("data")?))).transpose()
+            }
+
+            async fn user_documents(&self, user_id: &str) -> StoreResult<Vec<DocumentInfo>> {
+                let rows = sqlx::query("SELECT id, kind, course_id FROM documents WHERE owner_id = $1 ORDER BY kind, course_id, id")
+                    .bind(user_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.iter()
+                    .map(|r| Ok(DocumentInfo { id: r.try_get("id")?, kind: r.try_get("kind")?, course_id: r.try_get("course_id")? }))
+                    .collect()
+            }
+
+            async fn save_sync_states(&self, states: &[SyncStateRow], now: i64) -> StoreResult<()> {
+                if states.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                for s in states {
+                    // Only for documents that exist (a state for a never-stored document is moot).
+                    sqlx::query(
+                        "INSERT INTO sync_states (doc_id, peer_storage_id, state, updated_at) \
+                         SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM documents WHERE id = $1) \
+                         ON CONFLICT (doc_id, peer_storage_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                    )
+                    .bind(&s.doc_id)
+                    .bind(&s.storage_id)
+                    .bind(&s.state)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn delete_sync_states(&self, storage_ids: Option<&[String]>) -> StoreResult<()> {
+                match storage_ids {
+                    None => {
+                        sqlx::query("DELETE FROM sync_states").execute(&self.pool).await.map_err(map_err)?;
+                    }
+                    Some([]) => {}
+                    Some(ids) => {
+                        let mut qb = QueryBuilder::<$db>::new("DELETE FROM sync_states WHERE peer_storage_id IN (");
+                        let mut sep = qb.separated(", ");
+                        for id in ids {
+                            sep.push_bind(id.clone());
+                        }
+                        qb.push(")");
+                        qb.build().execute(&self.pool).await.map_err(map_err)?;
+                    }
+                }
+                Ok(())
+            }
+
+            async fn heartbeat_instance(&self, id: &str, address: &str, started_at: i64, now: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO instances (id, address, started_at, heartbeat_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                )
+                .bind(id)
+                .bind(address)
+                .bind(started_at)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn remove_instance(&self, id: &str) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                sqlx::query("DELETE FROM devices WHERE instance_id = $1").bind(id).execute(&mut *tx).await.map_err(map_err)?;
+                sqlx::query("DELETE FROM instances WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn reap_instances(&self, before: i64) -> StoreResult<u64> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                sqlx::query("DELETE FROM devices WHERE instance_id IN (SELECT id FROM instances WHERE heartbeat_at < $1)")
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                let n = sqlx::query("DELETE FROM instances WHERE heartbeat_at < $1")
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                tx.commit().await.map_err(map_err)?;
+                Ok(n)
+            }
+
+            async fn device_connected(&self, d: &Device) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO devices (conn_id, instance_id, user_id, peer_id, remote_addr, user_agent, connected_at, last_sync_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (conn_id) DO NOTHING",
+                )
+                .bind(&d.conn_id)
+                .bind(&d.instance_id)
+                .bind(&d.user_id)
+                .bind(&d.peer_id)
+                .bind(&d.remote_addr)
+                .bind(&d.user_agent)
+                .bind(d.connected_at.0)
+                .bind(d.last_sync_at.map(|t| t.0))
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn device_disconnected(&self, conn_id: &str) -> StoreResult<()> {
+                sqlx::query("DELETE FROM devices WHERE conn_id = $1").bind(conn_id).execute(&self.pool).await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn touch_devices(&self, seen: &[(String, i64)]) -> StoreResult<()> {
+                if seen.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                for (conn, at) in seen {
+                    sqlx::query("UPDATE devices SET last_sync_at = $2 WHERE conn_id = $1")
+                        .bind(conn)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn broadcast(&self, event: &str) -> StoreResult<()> {
+                self.broadcast_event(event).await
+            }
+
+            async fn list_devices(&self, user_id: Option<&str>) -> StoreResult<Vec<Device>> {
+                let mut qb = QueryBuilder::<$db>::new(
+                    "SELECT conn_id, instance_id, user_id, peer_id, remote_addr, user_agent, connected_at, last_sync_at FROM devices WHERE 1 = 1",
+                );
+                if let Some(u) = user_id {
+                    qb.push(" AND user_id = ").push_bind(u.to_string());
+                }
+                qb.push(" ORDER BY connected_at DESC, conn_id LIMIT 1000");
+                let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                rows.iter().map(device_row).collect()
+            }
+        }
+
+        fn daily_row(r: &DbRow) -> StoreResult<DailyCount> {
+            let day: i64 = r.try_get("day")?;
+            Ok(DailyCount {
+                day: Timestamp(day * 86_400_000).to_rfc3339()[..10].to_string(),
+                count: r.try_get("n")?,
+            })
+        }
+
+        /// Writes the projection rows of one document change, inside the write's transaction.
+        async fn write_projection(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            owner: &str,
+            projection: &Projection,
+            now: i64,
+        ) -> StoreResult<()> {
+            match projection {
+                Projection::Preferences(p) => {
+                    let settings = serde_json::to_string(&p.settings).unwrap_or_else(|_| "{}".into());
+                    sqlx::query(
+                        "INSERT INTO user_preferences (user_id, theme, language, settings, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (user_id) DO UPDATE SET theme = excluded.theme, language = excluded.language, \
+                         settings = excluded.settings, updated_at = excluded.updated_at",
+                    )
+                    .bind(owner)
+                    .bind(&p.theme)
+                    .bind(&p.language)
+                    .bind(settings)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+                Projection::Learning(rows) => {
+                    for r in rows {
+                        sqlx::query(
+                            "INSERT INTO enrollments (user_id, course_id, doc_status, status, enrolled_at, updated_at) \
+                             VALUES ($1, $2, $3, $3, $4, $5) \
+                             ON CONFLICT (user_id, course_id) DO UPDATE SET doc_status = excluded.doc_status, \
+                             enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at, \
+                             status = CASE WHEN excluded.doc_status = 'unenrolled' THEN 'unenrolled' \
+                                           WHEN enrollments.progress >= 100 THEN 'completed' ELSE 'active' END",
+                        )
+                        .bind(owner)
+                        .bind(&r.course_id)
+                        .bind(r.status.as_str())
+                        .bind(r.enrolled_at)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(map_err)?;
+                    }
+                }
+                Projection::Course(r) => {
+                    let lessons = serde_json::to_string(&r.completed_lessons).unwrap_or_else(|_| "[]".into());
+                    sqlx::query(
+                        "INSERT INTO enrollments (user_id, course_id, doc_status, status, progress, completed_lessons, \
+                         completed_count, time_spent_secs, last_activity, attempt, completed_at, updated_at) \
+                         VALUES ($1, $2, 'active', CASE WHEN $3 >= 100 THEN 'completed' ELSE 'active' END, $3, $4, $5, $6, $7, $8, \
+                                 CASE WHEN $3 >= 100 THEN $9 END, $9) \
+                         ON CONFLICT (user_id, course_id) DO UPDATE SET progress = excluded.progress, \
+                         completed_lessons = excluded.completed_lessons, completed_count = excluded.completed_count, \
+                         time_spent_secs = excluded.time_spent_secs, last_activity = excluded.last_activity, \
+                         attempt = excluded.attempt, updated_at = excluded.updated_at, \
+                         completed_at = CASE WHEN excluded.progress >= 100 THEN COALESCE(enrollments.completed_at, excluded.updated_at) END, \
+                         status = CASE WHEN enrollments.doc_status = 'unenrolled' THEN 'unenrolled' \
+                                       WHEN excluded.progress >= 100 THEN 'completed' ELSE 'active' END",
+                    )
+                    .bind(owner)
+                    .bind(&r.course_id)
+                    .bind(r.progress)
+                    .bind(lessons)
+                    .bind(r.completed_lessons.len() as i64)
+                    .bind(r.time_spent_secs)
+                    .bind(r.last_activity)
+                    .bind(i64::from(r.attempt))
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+            }
+            Ok(())
+        }
+    };
+}
+
+pub(crate) use impl_store;

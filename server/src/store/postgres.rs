@@ -1,0 +1,99 @@
+//! The PostgreSQL store: production, one or many server instances. Cross-instance fan-out
+//! rides on `NOTIFY` inside the write transaction, so a notification is sent exactly when the
+//! change commits.
+
+use std::time::Duration;
+
+use base64::Engine;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+use super::{Backend, StoreError, StoreResult};
+
+/// The channel other instances listen on for stored changes.
+pub const CHANGES_CHANNEL: &str = "learnsync_changes";
+/// The channel for instance-wide events (forced sync, catalog changes, disconnects).
+pub const EVENTS_CHANNEL: &str = "learnsync_events";
+
+/// A store on PostgreSQL.
+#[derive(Clone)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+    /// This instance's id, written into notifications so it can skip its own.
+    origin: String,
+}
+
+impl PgStore {
+    const BACKEND: Backend = Backend::Postgres;
+    /// Serialises writers and compaction of one document.
+    const FOR_UPDATE: &'static str = "FOR UPDATE";
+
+    /// Connects a pool. Connections are checked before use so that a database that went away
+    /// and came back is picked up again.
+    pub async fn connect(url: &str, max_connections: u32, origin: &str) -> StoreResult<Self> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Invalid(format!("DATABASE_URL: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// The pool (for the session store and the change listener).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn migrator() -> sqlx::migrate::Migrator {
+        sqlx::migrate!("../migrations/postgres")
+    }
+
+    fn push_search(qb: &mut sqlx::QueryBuilder<'_, Postgres>, terms: &[String]) {
+        let query = terms
+            .iter()
+            .map(|t| format!("{t}:*"))
+            .collect::<Vec<_>>()
+            .join(" & ");
+        qb.push("search @@ to_tsquery('simple', ")
+            .push_bind(query)
+            .push(")");
+    }
+
+    /// One NOTIFY per stored change: `<origin>\t<doc>\t<seq>\t<base64 changes or empty>`.
+    async fn notify(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        notes: &[(String, i64, Option<&Vec<u8>>)],
+    ) -> StoreResult<()> {
+        for (doc, seq, changes) in notes {
+            let data = changes
+                .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
+                .unwrap_or_default();
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(format!("{}\t{doc}\t{seq}\t{data}", self.origin))
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::Database)?;
+        }
+        Ok(())
+    }
+
+    async fn broadcast_event(&self, event: &str) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(format!("{}\t{event}", self.origin))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Database)?;
+        Ok(())
+    }
+}
+
+super::common::impl_store!(PgStore, Postgres);

@@ -1,0 +1,526 @@
+//! The runtime around `sync_core::hub`: it carries out what the hubs decide.
+//!
+//! ```text
+//!  socket tasks ──frames──► shard tasks (one Hub each, documents hashed to shards)
+//!       ▲                        │ Store / Load / Send outputs
+//!       └──── Outbound ◄─────────┤
+//!                                ├──► writer tasks: group commit (store_writes), then Stored back
+//!                                ├──► loader tasks: load_document, then Loaded back
+//!  PostgreSQL NOTIFY ──► fanout ─┘    (changes stored by other instances)
+//! ```
+//!
+//! **Invariant:** a shard sends nothing revealing a change before the writer reports it stored
+//! (the hub enforces it; this runtime only reports `Stored` after the transaction committed).
+
+mod fanout;
+pub mod routes;
+mod shard;
+pub mod socket;
+mod writer;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use automerge::AutoCommit;
+use sync_core::docs::{DocError, DocSpec};
+use sync_core::hub::{
+    ConnId, DocMeta, EditError, EditValue, HubConfig, HubMessage, HubStats, PeerInfo, ResyncScope,
+};
+use sync_core::session::SessionLimits;
+use sync_core::{DocumentId, UserNamespace};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::model::now_ms;
+use crate::store::{Backend, Store, UserRecord};
+
+/// What a shard sends a connection.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A hub message to encode and send.
+    Message(HubMessage),
+    /// Send an `error` with this text and close.
+    Close(String),
+    /// Tell the device the server's health.
+    Status {
+        /// Healthy?
+        ok: bool,
+        /// For people.
+        message: Option<String>,
+    },
+}
+
+/// A live connection, as shards and the engine reach it.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    /// Frames to send.
+    pub tx: mpsc::Sender<Outbound>,
+    /// Cancelled when the connection must go (replaced, too slow).
+    pub kill: CancellationToken,
+    /// The user.
+    pub user_id: String,
+}
+
+/// Inputs of a shard task.
+pub(crate) enum ShardInput {
+    Connect {
+        conn: ConnId,
+        peer: PeerInfo,
+        handle: ConnHandle,
+    },
+    Disconnect {
+        conn: ConnId,
+    },
+    Sync {
+        conn: ConnId,
+        doc: DocumentId,
+        request: bool,
+        data: Vec<u8>,
+    },
+    Ephemeral {
+        conn: ConnId,
+        doc: DocumentId,
+        sender_id: String,
+        session_id: String,
+        count: u64,
+        data: Vec<u8>,
+    },
+    Loaded {
+        task: sync_core::hub::TaskId,
+        result: Result<Option<sync_core::hub::StoredDoc>, sync_core::hub::StorageFailure>,
+    },
+    Stored {
+        task: sync_core::hub::TaskId,
+        result: Result<(), sync_core::hub::StorageFailure>,
+    },
+    Remote {
+        doc: DocumentId,
+        changes: Vec<u8>,
+    },
+    Edit {
+        doc: DocumentId,
+        meta: DocMeta,
+        create: Option<DocSpec>,
+        edit: sync_core::hub::EditFn,
+        reply: oneshot::Sender<Result<EditValue, EditError>>,
+    },
+    Resync {
+        scope: ResyncScope,
+        epoch: u64,
+    },
+    Stats {
+        reply: oneshot::Sender<HubStats>,
+    },
+}
+
+/// Sync configuration derived from the server's.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Shards (hub instances).
+    pub shards: usize,
+    /// Per-connection limits.
+    pub session: SessionLimits,
+    /// Largest frame.
+    pub max_message_bytes: usize,
+    /// Documents per connection.
+    pub max_docs_per_connection: usize,
+    /// Idle eviction (ms).
+    pub idle_evict_ms: i64,
+    /// Compact after this many change rows.
+    pub compact_after: i64,
+    /// WebSocket ping interval.
+    pub ping_interval: Duration,
+}
+
+impl SyncConfig {
+    /// From the server configuration.
+    pub fn from_config(config: &Config) -> Self {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Self {
+            shards: if config.sync_shards == 0 {
+                cpus
+            } else {
+                config.sync_shards
+            }
+            .clamp(1, 64),
+            session: SessionLimits {
+                messages_per_sec: config.messages_per_sec.max(1),
+                burst: config.messages_per_sec.max(1).saturating_mul(5),
+            },
+            max_message_bytes: config.max_message_bytes,
+            max_docs_per_connection: config.max_docs_per_connection,
+            idle_evict_ms: i64::try_from(config.idle_evict_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+            compact_after: config.compact_after.max(2),
+            ping_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The sync engine of one server instance.
+pub struct SyncEngine {
+    shards: Vec<mpsc::UnboundedSender<ShardInput>>,
+    store: Arc<dyn Store>,
+    config: SyncConfig,
+    server_peer_id: String,
+    storage_id: String,
+    instance_id: String,
+    next_conn: AtomicU64,
+    conns: Mutex<HashMap<ConnId, ConnHandle>>,
+    peers: Mutex<HashMap<(String, String), ConnId>>,
+    /// Last sync activity per connection, flushed to the devices table periodically.
+    activity: Mutex<HashMap<ConnId, i64>>,
+    /// Handlers of instance-wide events the engine does not handle itself (`catalog`).
+    hooks: Mutex<Vec<EventHook>>,
+    cancel: CancellationToken,
+}
+
+/// A handler of instance-wide events from other instances.
+pub type EventHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+impl SyncEngine {
+    /// Starts shards, writers, the compactor, the fan-out listener (PostgreSQL) and the
+    /// housekeeping tasks; all stop when `cancel` fires (after finishing writes in flight).
+    pub async fn start(
+        store: Arc<dyn Store>,
+        pg_pool: Option<sqlx::PgPool>,
+        config: SyncConfig,
+        instance_id: String,
+        address: String,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Self>, crate::store::StoreError> {
+        // A stable storage id: automerge-repo clients key the sync state they keep for us by it.
+        let storage_id = store
+            .meta_get_or_insert("storage_id", &uuid::Uuid::new_v4().to_string())
+            .await?;
+        let server_peer_id = format!("learnsync-{storage_id}");
+        let (write_tx, write_rx) = mpsc::unbounded_channel();
+        let (compact_tx, compact_rx) = mpsc::unbounded_channel();
+        let writers = match store.backend() {
+            Backend::Postgres => 3,
+            Backend::Sqlite => 1,
+        };
+        let write_rx = Arc::new(tokio::sync::Mutex::new(write_rx));
+        for _ in 0..writers {
+            tracker.spawn(writer::run(
+                store.clone(),
+                write_rx.clone(),
+                compact_tx.clone(),
+                config.compact_after,
+            ));
+        }
+        drop(compact_tx);
+        tracker.spawn(writer::compactor(store.clone(), compact_rx));
+
+        let mut shards = Vec::with_capacity(config.shards);
+        let mut receivers = Vec::with_capacity(config.shards);
+        for _ in 0..config.shards {
+            let (tx, rx) = mpsc::unbounded_channel();
+            shards.push(tx);
+            receivers.push(rx);
+        }
+        let engine = Arc::new(Self {
+            shards,
+            store: store.clone(),
+            config: config.clone(),
+            server_peer_id,
+            storage_id,
+            instance_id: instance_id.clone(),
+            next_conn: AtomicU64::new(1),
+            conns: Mutex::new(HashMap::new()),
+            peers: Mutex::new(HashMap::new()),
+            activity: Mutex::new(HashMap::new()),
+            hooks: Mutex::new(Vec::new()),
+            cancel: cancel.clone(),
+        });
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let mut actor = [0u8; 16];
+            rand::fill(&mut actor);
+            let mut hub_config = HubConfig::new(actor);
+            hub_config.idle_evict_ms = config.idle_evict_ms;
+            hub_config.max_docs_per_conn = config.max_docs_per_connection;
+            let shard = shard::Shard::new(
+                i,
+                hub_config,
+                store.clone(),
+                engine.shards[i].clone(),
+                write_tx.clone(),
+                rx,
+                cancel.clone(),
+            );
+            tracker.spawn(shard.run());
+        }
+        drop(write_tx);
+        if let Some(pool) = pg_pool {
+            tracker.spawn(fanout::listen(engine.clone(), pool, cancel.clone()));
+        }
+        tracker.spawn(housekeeping(engine.clone(), address, cancel));
+        Ok(engine)
+    }
+
+    /// Registers a handler for events broadcast by other instances.
+    pub fn add_event_hook(&self, hook: EventHook) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+    }
+
+    pub(crate) fn run_hooks(&self, event: &str) {
+        let hooks: Vec<EventHook> = self.hooks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for hook in hooks {
+            hook(event);
+        }
+    }
+
+    /// The server's automerge-repo peer id.
+    pub fn server_peer_id(&self) -> &str {
+        &self.server_peer_id
+    }
+
+    /// The server's stable storage id.
+    pub fn storage_id(&self) -> &str {
+        &self.storage_id
+    }
+
+    /// This instance's id.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Configuration.
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn shard_index(&self, doc: &DocumentId) -> usize {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        doc.hash(&mut h);
+        (h.finish() % self.shards.len() as u64) as usize
+    }
+
+    pub(crate) fn to_shard(&self, doc: &DocumentId, input: ShardInput) {
+        let _ = self.shards[self.shard_index(doc)].send(input);
+    }
+
+    pub(crate) fn to_all_shards(&self, mut make: impl FnMut() -> ShardInput) {
+        for s in &self.shards {
+            let _ = s.send(make());
+        }
+    }
+
+    pub(crate) fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Registers a joined connection; a previous connection of the same user with the same
+    /// peer id is closed (a reconnecting device reuses its peer id).
+    pub(crate) fn register(&self, conn: ConnId, peer_id: &str, peer: PeerInfo, handle: ConnHandle) {
+        let previous = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((peer.user_id.clone(), peer_id.to_string()), conn);
+        if let Some(old) = previous
+            && old != conn
+            && let Some(h) = self
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&old)
+        {
+            h.kill.cancel();
+        }
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(conn, handle.clone());
+        self.to_all_shards(|| ShardInput::Connect {
+            conn,
+            peer: peer.clone(),
+            handle: handle.clone(),
+        });
+    }
+
+    /// Forgets a connection everywhere.
+    pub(crate) fn unregister(&self, conn: ConnId, user_id: &str, peer_id: Option<&str>) {
+        self.to_all_shards(|| ShardInput::Disconnect { conn });
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&conn);
+        self.activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&conn);
+        if let Some(peer_id) = peer_id {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (user_id.to_string(), peer_id.to_string());
+            if peers.get(&key) == Some(&conn) {
+                peers.remove(&key);
+            }
+        }
+    }
+
+    pub(crate) fn touch(&self, conn: ConnId) {
+        self.activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(conn, now_ms());
+    }
+
+    /// Connections of a user on this instance (or all).
+    pub fn connection_count(&self) -> usize {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Closes every connection of a user on this instance (erasure, disabling).
+    pub fn disconnect_user(&self, user_id: &str, reason: &str) {
+        for h in self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            if h.user_id == user_id {
+                let _ = h.tx.try_send(Outbound::Close(reason.to_string()));
+                h.kill.cancel();
+            }
+        }
+    }
+
+    /// Tells every device whether the server can store changes right now.
+    pub fn broadcast_status(&self, ok: bool, message: Option<String>) {
+        for h in self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            let _ = h.tx.try_send(Outbound::Status {
+                ok,
+                message: message.clone(),
+            });
+        }
+    }
+
+    /// Forced sync on this instance: every matching connection resets its sync states.
+    pub fn resync_local(&self, scope: ResyncScope, epoch: u64) {
+        self.to_all_shards(|| ShardInput::Resync {
+            scope: scope.clone(),
+            epoch,
+        });
+    }
+
+    /// Runs a server-side edit (a REST write) on one of `user`'s documents: stored, projected,
+    /// and fanned out to the user's devices before this returns.
+    pub async fn edit<T: Send + 'static>(
+        &self,
+        user: &UserRecord,
+        spec: DocSpec,
+        f: impl FnOnce(&mut AutoCommit) -> Result<T, DocError> + Send + 'static,
+    ) -> Result<T, EditError> {
+        let ns = UserNamespace::from_bytes(user.doc_seed);
+        let doc = spec.document_id(&ns);
+        let meta = DocMeta {
+            owner: Some(user.user.id.clone()),
+            kind: Some(spec.kind()),
+            course_id: match &spec {
+                DocSpec::Course { course_id } => Some(course_id.clone()),
+                _ => None,
+            },
+        };
+        let (reply, rx) = oneshot::channel();
+        self.to_shard(
+            &doc,
+            ShardInput::Edit {
+                doc,
+                meta,
+                create: Some(spec),
+                edit: Box::new(move |d| f(d).map(|v| Box::new(v) as EditValue)),
+                reply,
+            },
+        );
+        let value = rx.await.map_err(|_| {
+            EditError::Storage(sync_core::hub::StorageFailure::Unavailable(
+                "server shutting down".into(),
+            ))
+        })??;
+        value.downcast::<T>().map(|b| *b).map_err(|_| {
+            EditError::Doc(DocError::Automerge(
+                "edit returned an unexpected type".into(),
+            ))
+        })
+    }
+
+    /// Counters of all shards.
+    pub async fn stats(&self) -> HubStats {
+        let mut total = HubStats::default();
+        for s in &self.shards {
+            let (reply, rx) = oneshot::channel();
+            if s.send(ShardInput::Stats { reply }).is_ok()
+                && let Ok(st) = rx.await
+            {
+                total.hot_docs += st.hot_docs;
+                total.known_docs += st.known_docs;
+                total.connections = total.connections.max(st.connections);
+                total.stores_in_flight += st.stores_in_flight;
+            }
+        }
+        total
+    }
+
+    /// Whether the engine is shutting down.
+    pub fn is_shutting_down(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+/// Instance heartbeat, reaping of dead instances' devices, device activity flushes.
+async fn housekeeping(engine: Arc<SyncEngine>, address: String, cancel: CancellationToken) {
+    let started = now_ms();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => break,
+        }
+        let now = now_ms();
+        if let Err(e) = engine
+            .store
+            .heartbeat_instance(&engine.instance_id, &address, started, now)
+            .await
+        {
+            tracing::debug!(error = %e, "instance heartbeat failed");
+            continue;
+        }
+        let _ = engine.store.reap_instances(now - 30_000).await;
+        let seen: Vec<(String, i64)> = engine
+            .activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(c, t)| (socket::conn_key(&engine.instance_id, c), t))
+            .collect();
+        if let Err(e) = engine.store.touch_devices(&seen).await {
+            tracing::debug!(error = %e, "device activity not recorded");
+        }
+        metrics::gauge!("learnsync_sync_connections").set(engine.connection_count() as f64);
+    }
+    if let Err(e) = engine.store.remove_instance(&engine.instance_id).await {
+        tracing::debug!(error = %e, "instance not removed at shutdown");
+    }
+}

@@ -1,0 +1,239 @@
+//! One sync connection: frames in, hub inputs out; hub messages in, frames out.
+//!
+//! Generic over any `Stream` + `Sink` of [`Frame`]s, so the same code runs on axum's
+//! WebSocket and on in-memory channels in tests. The connection is authenticated before this
+//! runs; the automerge-repo handshake and per-message checks are `sync_core::session`'s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use sync_core::UserNamespace;
+use sync_core::hub::{ConnId, PeerInfo};
+use sync_core::session::{PeerSession, SessionAction};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{ConnHandle, Outbound, ShardInput, SyncEngine};
+use crate::model::{Device, Role, Timestamp, now_ms};
+use crate::store::UserRecord;
+
+/// A WebSocket frame, independent of the WebSocket library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Binary data: one protocol message.
+    Binary(Vec<u8>),
+    /// Text: not part of the protocol.
+    Text(String),
+    /// Ping.
+    Ping(Vec<u8>),
+    /// Pong.
+    Pong(Vec<u8>),
+    /// Close with a code and reason.
+    Close(u16, String),
+}
+
+/// Who is connecting, as authentication established it.
+#[derive(Debug, Clone)]
+pub struct PeerAuth {
+    /// The user.
+    pub user: UserRecord,
+    /// Client address.
+    pub remote_addr: String,
+    /// User agent.
+    pub user_agent: String,
+    /// The user's effective forced-sync epoch (global + user).
+    pub epoch: u64,
+    /// Whether the server is degraded right now (told to the device after the handshake).
+    pub degraded: bool,
+}
+
+/// Outbound frames a connection may have queued before it counts as too slow.
+const OUTBOUND_CAPACITY: usize = 4096;
+
+/// The key of a connection in the devices table.
+pub fn conn_key(instance: &str, conn: ConnId) -> String {
+    format!("{instance}:{}", conn.0)
+}
+
+/// Runs one connection to the end.
+pub async fn serve<Si, St, E>(engine: Arc<SyncEngine>, mut sink: Si, mut stream: St, auth: PeerAuth)
+where
+    Si: Sink<Frame> + Unpin,
+    St: Stream<Item = Result<Frame, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let conn = engine.next_conn_id();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_CAPACITY);
+    let kill = CancellationToken::new();
+    let handle = ConnHandle {
+        tx,
+        kill: kill.clone(),
+        user_id: auth.user.user.id.clone(),
+    };
+    let mut session = PeerSession::new(
+        engine.server_peer_id().to_string(),
+        engine.storage_id().to_string(),
+        engine.config().session.clone(),
+        now_ms(),
+    );
+    let max_bytes = engine.config().max_message_bytes;
+    let mut ping = tokio::time::interval(engine.config().ping_interval);
+    ping.tick().await;
+    let mut alive = true;
+    let mut joined: Option<String> = None;
+    let shutdown = engine.cancel.clone();
+    metrics::counter!("learnsync_sync_connections_total").increment(1);
+
+    let close_reason: Option<String> = loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let frame = match frame {
+                    Some(Ok(f)) => f,
+                    Some(Err(e)) => {
+                        tracing::debug!(conn = conn.0, error = %e, "socket error");
+                        break None;
+                    }
+                    None => break None,
+                };
+                alive = true;
+                match frame {
+                    Frame::Binary(bytes) => {
+                        if bytes.len() > max_bytes {
+                            let frame = session.error_frame(&format!("message larger than {max_bytes} bytes"));
+                            let _ = sink.send(Frame::Binary(frame)).await;
+                            break Some("message too large".into());
+                        }
+                        let mut stop = None;
+                        for action in session.handle_frame(&bytes, now_ms()) {
+                            match action {
+                                SessionAction::Send(out) => {
+                                    if sink.send(Frame::Binary(out)).await.is_err() {
+                                        stop = Some(None);
+                                        break;
+                                    }
+                                }
+                                SessionAction::Joined { peer_id, storage_id } => {
+                                    if joined.is_some() {
+                                        continue;
+                                    }
+                                    let peer = PeerInfo {
+                                        user_id: auth.user.user.id.clone(),
+                                        is_admin: auth.user.user.role == Role::Admin,
+                                        namespace: Some(UserNamespace::from_bytes(auth.user.doc_seed)),
+                                        storage_id,
+                                    };
+                                    engine.register(conn, &peer_id, peer, handle.clone());
+                                    record_device(&engine, conn, &auth, &peer_id);
+                                    joined = Some(peer_id);
+                                    let _ = sink.send(Frame::Binary(session.epoch_frame(auth.epoch))).await;
+                                    if auth.degraded {
+                                        let msg = session.status_frame(false, Some("the server cannot store changes right now; they stay on this device"));
+                                        let _ = sink.send(Frame::Binary(msg)).await;
+                                    }
+                                }
+                                SessionAction::Sync { doc, request, data } => {
+                                    engine.touch(conn);
+                                    engine.to_shard(&doc, ShardInput::Sync { conn, doc, request, data });
+                                }
+                                SessionAction::Ephemeral { doc, sender_id, session_id, count, data } => {
+                                    engine.to_shard(&doc, ShardInput::Ephemeral { conn, doc, sender_id, session_id, count, data });
+                                }
+                                SessionAction::Close { frame, reason } => {
+                                    let _ = sink.send(Frame::Binary(frame)).await;
+                                    stop = Some(Some(reason));
+                                    break;
+                                }
+                                SessionAction::Ignored(why) => {
+                                    tracing::trace!(conn = conn.0, why, "frame ignored");
+                                }
+                            }
+                        }
+                        if let Some(reason) = stop {
+                            break reason;
+                        }
+                    }
+                    Frame::Text(_) => {
+                        let frame = session.error_frame("text frames are not part of the protocol; send binary CBOR");
+                        let _ = sink.send(Frame::Binary(frame)).await;
+                        break Some("text frame".into());
+                    }
+                    Frame::Ping(data) => {
+                        let _ = sink.send(Frame::Pong(data)).await;
+                    }
+                    Frame::Pong(_) => {}
+                    Frame::Close(..) => break None,
+                }
+            }
+            out = rx.recv() => {
+                let Some(out) = out else { break None };
+                let frame = match out {
+                    Outbound::Message(m) => session.encode(&m),
+                    Outbound::Close(reason) => {
+                        let _ = sink.send(Frame::Binary(session.error_frame(&reason))).await;
+                        break Some(reason);
+                    }
+                    Outbound::Status { ok, message } => session.status_frame(ok, message.as_deref()),
+                };
+                if sink.send(Frame::Binary(frame)).await.is_err() {
+                    break None;
+                }
+            }
+            _ = ping.tick() => {
+                if !alive {
+                    break Some("keepalive timeout".into());
+                }
+                alive = false;
+                if sink.send(Frame::Ping(Vec::new())).await.is_err() {
+                    break None;
+                }
+            }
+            _ = kill.cancelled() => {
+                let _ = sink.send(Frame::Binary(session.error_frame("connection closed by the server (replaced by a newer connection of this device, or too slow)"))).await;
+                break Some("killed".into());
+            }
+            _ = shutdown.cancelled() => {
+                let _ = sink.send(Frame::Close(1001, "server shutting down".into())).await;
+                break None;
+            }
+        }
+    };
+    if let Some(reason) = &close_reason {
+        tracing::debug!(conn = conn.0, reason, "closing sync connection");
+        let _ = sink.send(Frame::Close(1008, truncate(reason, 120))).await;
+    }
+    let _ = sink.close().await;
+    engine.unregister(conn, &auth.user.user.id, joined.as_deref());
+    if joined.is_some() {
+        let store = engine.store().clone();
+        let key = conn_key(engine.instance_id(), conn);
+        tokio::spawn(async move {
+            let _ = store.device_disconnected(&key).await;
+        });
+    }
+    // Let in-flight frames for this connection drain (nothing to do with them).
+    tokio::time::sleep(Duration::from_millis(0)).await;
+}
+
+fn record_device(engine: &Arc<SyncEngine>, conn: ConnId, auth: &PeerAuth, peer_id: &str) {
+    let store = engine.store().clone();
+    let device = Device {
+        conn_id: conn_key(engine.instance_id(), conn),
+        instance_id: engine.instance_id().to_string(),
+        user_id: auth.user.user.id.clone(),
+        peer_id: truncate(peer_id, 256),
+        remote_addr: truncate(&auth.remote_addr, 64),
+        user_agent: truncate(&auth.user_agent, 256),
+        connected_at: Timestamp(now_ms()),
+        last_sync_at: None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = store.device_connected(&device).await {
+            tracing::debug!(error = %e, "device not recorded");
+        }
+    });
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}

@@ -1,0 +1,127 @@
+//! Group commit: writes from all shards are batched into one transaction, so that the database
+//! cost of a commit is shared by every change that waited for it; compaction runs beside it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sync_core::hub::StorageFailure;
+use tokio::sync::{Mutex, mpsc};
+
+use super::ShardInput;
+use crate::model::now_ms;
+use crate::store::{DocWrite, Store, WriteOutcome};
+
+/// Most writes in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// A write waiting for the next commit.
+pub(crate) struct WriteRequest {
+    pub(crate) task: sync_core::hub::TaskId,
+    pub(crate) reply: mpsc::UnboundedSender<ShardInput>,
+    pub(crate) write: DocWrite,
+}
+
+/// One writer: takes every waiting write, commits them together, reports each result.
+pub(crate) async fn run(
+    store: Arc<dyn Store>,
+    queue: Arc<Mutex<mpsc::UnboundedReceiver<WriteRequest>>>,
+    compact: mpsc::UnboundedSender<String>,
+    compact_after: i64,
+) {
+    loop {
+        let batch = {
+            let mut rx = queue.lock().await;
+            let Some(first) = rx.recv().await else {
+                break;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        commit(&store, batch, &compact, compact_after).await;
+    }
+}
+
+async fn commit(
+    store: &Arc<dyn Store>,
+    batch: Vec<WriteRequest>,
+    compact: &mpsc::UnboundedSender<String>,
+    compact_after: i64,
+) {
+    let started = Instant::now();
+    let writes: Vec<DocWrite> = batch.iter().map(|r| r.write.clone()).collect();
+    match store.store_writes(&writes, now_ms()).await {
+        Ok(outcomes) => {
+            metrics::histogram!("learnsync_store_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("learnsync_store_batch_size").record(batch.len() as f64);
+            metrics::counter!("learnsync_changes_stored_total").increment(batch.len() as u64);
+            for (request, outcome) in batch.into_iter().zip(outcomes) {
+                let result = match outcome {
+                    WriteOutcome::Stored {
+                        pending_changes, ..
+                    } => {
+                        if pending_changes >= compact_after {
+                            let _ = compact.send(request.write.doc_id.clone());
+                        }
+                        Ok(())
+                    }
+                    WriteOutcome::Rejected(why) => Err(StorageFailure::Rejected(why)),
+                };
+                let _ = request.reply.send(ShardInput::Stored {
+                    task: request.task,
+                    result,
+                });
+            }
+        }
+        Err(e) if e.is_unavailable() || batch.len() == 1 => {
+            if !e.is_unavailable() {
+                tracing::error!(error = %e, doc = %batch[0].write.doc_id, "document write failed");
+            }
+            metrics::counter!("learnsync_store_failures_total").increment(1);
+            for request in batch {
+                let _ = request.reply.send(ShardInput::Stored {
+                    task: request.task,
+                    result: Err(StorageFailure::Unavailable(e.to_string())),
+                });
+            }
+        }
+        Err(e) => {
+            // Not an outage: one write of the batch is bad. Retry each on its own so the others
+            // are not held hostage.
+            tracing::warn!(error = %e, "batch failed; retrying writes one by one");
+            for request in batch {
+                Box::pin(commit(store, vec![request], compact, compact_after)).await;
+            }
+        }
+    }
+}
+
+/// Folds change rows into snapshots, one document at a time, off the hot path.
+pub(crate) async fn compactor(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<String>) {
+    let mut waiting: HashSet<String> = HashSet::new();
+    loop {
+        let Some(doc) = rx.recv().await else {
+            break;
+        };
+        waiting.insert(doc);
+        while let Ok(more) = rx.try_recv() {
+            waiting.insert(more);
+        }
+        for doc in std::mem::take(&mut waiting) {
+            if let Err(e) = store.compact_document(&doc).await {
+                tracing::warn!(error = %e, doc, "compaction failed (retried on a later write)");
+            } else {
+                metrics::counter!("learnsync_compactions_total").increment(1);
+            }
+            // Leave room for the writers.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}

@@ -1,155 +1,191 @@
-//! The small subset of CBOR (RFC 8949) automerge-repo uses, read and written by hand so that
-//! the bytes are exactly what the JavaScript implementation (cbor-x) produces and so that
-//! hostile input can never make us allocate or recurse without bound.
+//! The part of CBOR (RFC 8949) automerge-repo uses, read and written by hand.
+//!
+//! Written here rather than taken from a CBOR crate for two reasons. The bytes must be exactly
+//! what cbor-x writes (maps always with a 2-byte length, `undefined` for some absent values,
+//! numbers from 2^32 on as float64), which general encoders do not do. And hostile input must
+//! never make the reader allocate or recurse without bound: the [`Reader`] allocates nothing at
+//! all, it only hands out slices of the input, and every length is checked against the bytes
+//! that are actually left before anything trusts it.
 
 use super::DecodeError;
 
-/// Deepest nesting accepted (messages are at most three levels deep).
-const MAX_DEPTH: usize = 16;
+/// Deepest nesting accepted anywhere in a frame. automerge-repo messages nest four levels
+/// (`newHeads` → storage id → `heads` → hash); the margin is for fields of unknown messages.
+pub(crate) const MAX_DEPTH: usize = 32;
 
-/// A decoded CBOR value. Maps keep their order; keys are text (cbor-x writes no other kind).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value<'a> {
+/// The head of one data item: its major type and argument, with the payload not yet read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Head {
+    /// Unsigned integer.
     Uint(u64),
-    /// A negative integer `-1 - n`.
+    /// Negative integer `-1 - n`.
     Neg(u64),
-    Bytes(&'a [u8]),
-    Text(&'a str),
-    Array(Vec<Value<'a>>),
-    Map(Vec<(Value<'a>, Value<'a>)>),
+    /// Byte string of this length.
+    Bytes(u64),
+    /// Text string of this many bytes.
+    Text(u64),
+    /// Array of this many items.
+    Array(u64),
+    /// Map of this many pairs.
+    Map(u64),
+    /// Tag; the tagged item follows.
+    Tag(u64),
+    /// `false` / `true`.
     Bool(bool),
-    /// `null` (f6) or `undefined` (f7): both mean "absent" to automerge-repo.
+    /// `null` (f6) or `undefined` (f7): automerge-repo means "absent" by both.
     Absent,
+    /// Half, single or double precision float, widened.
     Float(f64),
+    /// Any other simple value (no payload).
+    Simple,
 }
 
-/// Decodes exactly one item covering all of `input`.
-pub(crate) fn decode(input: &[u8]) -> Result<Value<'_>, DecodeError> {
-    let mut reader = Reader { input, pos: 0 };
-    let value = reader.item(0)?;
-    if reader.pos != input.len() {
-        return Err(DecodeError::TrailingBytes(input.len() - reader.pos));
-    }
-    Ok(value)
-}
-
-struct Reader<'a> {
+/// A cursor over one frame. Every method either consumes exactly what it read or fails.
+pub(crate) struct Reader<'a> {
     input: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
+    pub(crate) fn new(input: &'a [u8]) -> Self {
+        Self { input, pos: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.input.len() - self.pos
+    }
+
     fn byte(&mut self) -> Result<u8, DecodeError> {
         let b = *self.input.get(self.pos).ok_or(DecodeError::Truncated)?;
         self.pos += 1;
         Ok(b)
     }
 
-    fn take(&mut self, n: u64) -> Result<&'a [u8], DecodeError> {
-        let remaining = (self.input.len() - self.pos) as u64;
-        if n > remaining {
+    /// The next `n` bytes. `n` is checked against what is left before it is used.
+    pub(crate) fn take(&mut self, n: u64) -> Result<&'a [u8], DecodeError> {
+        if n > self.remaining() as u64 {
             return Err(DecodeError::Truncated);
         }
-        let n = n as usize;
-        let slice = &self.input[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(slice)
+        let start = self.pos;
+        self.pos += n as usize;
+        Ok(&self.input[start..self.pos])
     }
 
-    /// The argument of a head byte (the length or value), for additional info `info`.
+    fn fixed<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N as u64)?);
+        Ok(out)
+    }
+
+    /// The argument of a head byte. Any width is accepted for any value (cbor-x writes
+    /// 2-byte map lengths even for one entry; other encoders write minimal ones).
     fn argument(&mut self, info: u8) -> Result<u64, DecodeError> {
         Ok(match info {
             0..=23 => u64::from(info),
             24 => u64::from(self.byte()?),
-            25 => u64::from(u16::from_be_bytes(self.fixed::<2>()?)),
-            26 => u64::from(u32::from_be_bytes(self.fixed::<4>()?)),
-            27 => u64::from_be_bytes(self.fixed::<8>()?),
+            25 => u64::from(u16::from_be_bytes(self.fixed()?)),
+            26 => u64::from(u32::from_be_bytes(self.fixed()?)),
+            27 => u64::from_be_bytes(self.fixed()?),
             31 => return Err(DecodeError::Unsupported("indefinite-length item")),
             _ => return Err(DecodeError::Unsupported("reserved additional information")),
         })
     }
 
-    fn fixed<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let slice = self.take(N as u64)?;
-        let mut out = [0u8; N];
-        out.copy_from_slice(slice);
-        Ok(out)
+    /// Reads one head.
+    pub(crate) fn head(&mut self) -> Result<Head, DecodeError> {
+        let initial = self.byte()?;
+        let info = initial & 0x1f;
+        Ok(match initial >> 5 {
+            0 => Head::Uint(self.argument(info)?),
+            1 => Head::Neg(self.argument(info)?),
+            2 => Head::Bytes(self.argument(info)?),
+            3 => Head::Text(self.argument(info)?),
+            4 => Head::Array(self.argument(info)?),
+            5 => Head::Map(self.argument(info)?),
+            6 => Head::Tag(self.argument(info)?),
+            _ => match info {
+                0..=19 => Head::Simple,
+                20 => Head::Bool(false),
+                21 => Head::Bool(true),
+                22 | 23 => Head::Absent,
+                24 => match self.byte()? {
+                    // Two-byte simple values below 32 are not well-formed (RFC 8949 §3.3).
+                    0..=31 => return Err(DecodeError::Unsupported("badly encoded simple value")),
+                    _ => Head::Simple,
+                },
+                25 => Head::Float(f16_to_f64(u16::from_be_bytes(self.fixed()?))),
+                26 => Head::Float(f64::from(f32::from_bits(u32::from_be_bytes(self.fixed()?)))),
+                27 => Head::Float(f64::from_bits(u64::from_be_bytes(self.fixed()?))),
+                31 => return Err(DecodeError::Unsupported("break outside an indefinite item")),
+                _ => return Err(DecodeError::Unsupported("reserved additional information")),
+            },
+        })
     }
 
-    /// Checks a container length against the bytes left: every element needs at least one
-    /// byte, so a claimed length larger than that is a lie and must not size an allocation.
-    fn count(&self, n: u64, per_item: u64) -> Result<usize, DecodeError> {
-        let remaining = (self.input.len() - self.pos) as u64;
-        if n.saturating_mul(per_item) > remaining {
+    /// Reads one head, looking through tags. cbor-x with `tagUint8Array: false` writes none,
+    /// but automerge-repo before August 2023 tagged byte strings (tag 64); the tagged item is
+    /// what matters. At most [`MAX_DEPTH`] tags in a row.
+    pub(crate) fn untagged_head(&mut self) -> Result<Head, DecodeError> {
+        for _ in 0..MAX_DEPTH {
+            match self.head()? {
+                Head::Tag(_) => continue,
+                head => return Ok(head),
+            }
+        }
+        Err(DecodeError::TooDeep)
+    }
+
+    /// The UTF-8 payload of a text head of `len` bytes.
+    pub(crate) fn text(&mut self, len: u64, field: &'static str) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError::InvalidUtf8(field))
+    }
+
+    /// Checks a container's claimed size against the bytes left (each item takes at least
+    /// one byte, each map entry two) so that the count can size a loop or an allocation.
+    pub(crate) fn count(&self, n: u64, bytes_per_item: u64) -> Result<usize, DecodeError> {
+        if n.saturating_mul(bytes_per_item) > self.remaining() as u64 {
             return Err(DecodeError::Truncated);
         }
         Ok(n as usize)
     }
 
-    fn item(&mut self, depth: usize) -> Result<Value<'a>, DecodeError> {
+    /// Skips one whole item, checking that it is well-formed and nests no deeper than
+    /// [`MAX_DEPTH`] (`depth` is the item's own depth), and returns its bytes.
+    pub(crate) fn item(&mut self, depth: usize) -> Result<&'a [u8], DecodeError> {
+        let start = self.pos;
+        self.skip(depth)?;
+        Ok(&self.input[start..self.pos])
+    }
+
+    fn skip(&mut self, depth: usize) -> Result<(), DecodeError> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep);
         }
-        let head = self.byte()?;
-        let major = head >> 5;
-        let info = head & 0x1f;
-        match major {
-            0 => Ok(Value::Uint(self.argument(info)?)),
-            1 => Ok(Value::Neg(self.argument(info)?)),
-            2 => {
-                let n = self.argument(info)?;
-                Ok(Value::Bytes(self.take(n)?))
+        match self.head()? {
+            Head::Bytes(n) | Head::Text(n) => {
+                self.take(n)?;
             }
-            3 => {
-                let n = self.argument(info)?;
-                let bytes = self.take(n)?;
-                std::str::from_utf8(bytes)
-                    .map(Value::Text)
-                    .map_err(|_| DecodeError::InvalidUtf8)
-            }
-            4 => {
-                let n = self.argument(info)?;
-                let n = self.count(n, 1)?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    items.push(self.item(depth + 1)?);
+            Head::Array(n) => {
+                for _ in 0..self.count(n, 1)? {
+                    self.skip(depth + 1)?;
                 }
-                Ok(Value::Array(items))
             }
-            5 => {
-                let n = self.argument(info)?;
-                let n = self.count(n, 2)?;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let k = self.item(depth + 1)?;
-                    let v = self.item(depth + 1)?;
-                    entries.push((k, v));
+            Head::Map(n) => {
+                for _ in 0..self.count(n, 2)? {
+                    self.skip(depth + 1)?;
+                    self.skip(depth + 1)?;
                 }
-                Ok(Value::Map(entries))
             }
-            6 => {
-                // A tag: cbor-x with tagUint8Array:false sends none, but older clients tagged
-                // typed arrays (tag 64); accept the tagged item itself.
-                let _tag = self.argument(info)?;
-                self.item(depth + 1)
-            }
-            _ => match info {
-                20 => Ok(Value::Bool(false)),
-                21 => Ok(Value::Bool(true)),
-                22 | 23 => Ok(Value::Absent),
-                25 => {
-                    let bits = u16::from_be_bytes(self.fixed::<2>()?);
-                    Ok(Value::Float(f16_to_f64(bits)))
-                }
-                26 => Ok(Value::Float(f64::from(f32::from_bits(u32::from_be_bytes(
-                    self.fixed::<4>()?,
-                ))))),
-                27 => Ok(Value::Float(f64::from_bits(u64::from_be_bytes(
-                    self.fixed::<8>()?,
-                )))),
-                _ => Err(DecodeError::Unsupported("simple value")),
-            },
+            Head::Tag(_) => self.skip(depth + 1)?,
+            Head::Uint(_)
+            | Head::Neg(_)
+            | Head::Bool(_)
+            | Head::Absent
+            | Head::Float(_)
+            | Head::Simple => {}
         }
+        Ok(())
     }
 }
 
@@ -165,7 +201,11 @@ fn f16_to_f64(bits: u16) -> f64 {
     }
 }
 
-/// Writes CBOR the way cbor-x does for automerge-repo messages.
+/// The largest integer a JavaScript number holds exactly (2^53). cbor-x writes integers from
+/// 2^32 up as float64, and float64 is exact up to here.
+pub(crate) const MAX_SAFE_FLOAT_INTEGER: u64 = 1 << 53;
+
+/// Appends CBOR to a buffer the way cbor-x writes automerge-repo messages.
 pub(crate) struct Writer<'a> {
     out: &'a mut Vec<u8>,
 }
@@ -175,13 +215,13 @@ impl<'a> Writer<'a> {
         Self { out }
     }
 
+    /// A head with the shortest argument, as cbor-x writes strings, byte strings and arrays.
     fn head(&mut self, major: u8, n: u64) {
         let m = major << 5;
         if n < 24 {
             self.out.push(m | n as u8);
         } else if n <= 0xff {
-            self.out.push(m | 24);
-            self.out.push(n as u8);
+            self.out.extend_from_slice(&[m | 24, n as u8]);
         } else if n <= 0xffff {
             self.out.push(m | 25);
             self.out.extend_from_slice(&(n as u16).to_be_bytes());
@@ -194,13 +234,18 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// A map header. cbor-x always writes objects with a 2-byte length (`b9 NN NN`).
+    /// A map header. cbor-x (with `useRecords: false`) writes every object with a 2-byte
+    /// length, `b9 00 NN`, however few keys it has, and a 4-byte one from 65,536 keys on.
     pub(crate) fn map(&mut self, len: usize) {
-        self.out.push(0xb9);
-        self.out.extend_from_slice(&(len as u16).to_be_bytes());
+        if let Ok(len) = u16::try_from(len) {
+            self.out.push(0xb9);
+            self.out.extend_from_slice(&len.to_be_bytes());
+        } else {
+            self.out.push(0xba);
+            self.out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
     }
 
-    /// An array header with the minimal length encoding (as cbor-x writes arrays).
     pub(crate) fn array(&mut self, len: usize) {
         self.head(4, len as u64);
     }
@@ -219,15 +264,26 @@ impl<'a> Writer<'a> {
         self.out.push(if b { 0xf5 } else { 0xf4 });
     }
 
-    /// A non-negative integer as JavaScript numbers travel: an unsigned integer below 2^32,
-    /// a float64 from there on (cbor-x writes `Date.now()` that way).
+    /// `undefined`, which a JavaScript object literal writes for a key it always has but that
+    /// has no value (a storage-less Repo's `storageId`).
+    pub(crate) fn undefined(&mut self) {
+        self.out.push(0xf7);
+    }
+
+    /// A non-negative integer as a JavaScript number travels: an unsigned integer below 2^32
+    /// and a float64 from there to 2^53, byte for byte as cbor-x writes it. Above 2^53 no
+    /// JavaScript number is exact, so the value is written as a 64-bit unsigned integer (what
+    /// cbor-x writes for a `BigInt`), which keeps it exact for Rust peers.
     pub(crate) fn number(&mut self, n: u64) {
         if n < (1 << 32) {
             self.head(0, n);
-        } else {
+        } else if n <= MAX_SAFE_FLOAT_INTEGER {
             self.out.push(0xfb);
             self.out
                 .extend_from_slice(&(n as f64).to_bits().to_be_bytes());
+        } else {
+            self.out.push(0x1b);
+            self.out.extend_from_slice(&n.to_be_bytes());
         }
     }
 }
@@ -236,44 +292,125 @@ impl<'a> Writer<'a> {
 mod tests {
     use super::*;
 
+    fn hex(bytes: &[u8]) -> String {
+        hex::encode(bytes)
+    }
+
+    fn write(f: impl FnOnce(&mut Writer<'_>)) -> String {
+        let mut out = Vec::new();
+        f(&mut Writer::new(&mut out));
+        hex(&out)
+    }
+
+    /// Values from cbor-x 1.6.9 (`new Encoder({tagUint8Array: false, useRecords: false})`).
     #[test]
-    fn lengths_are_checked_before_allocating() {
-        // An array claiming 2^32 items in 6 bytes.
-        assert_eq!(
-            decode(&[0x9b, 0, 0, 0, 1, 0, 0, 0, 0]),
-            Err(DecodeError::Truncated)
-        );
-        assert_eq!(
-            decode(&[0x5a, 0xff, 0xff, 0xff, 0xff]),
-            Err(DecodeError::Truncated)
-        );
+    fn numbers_like_cbor_x() {
+        for (n, expected) in [
+            (0u64, "00"),
+            (23, "17"),
+            (24, "1818"),
+            (255, "18ff"),
+            (256, "190100"),
+            (65_535, "19ffff"),
+            (65_536, "1a00010000"),
+            (4_294_967_295, "1affffffff"),
+            (4_294_967_296, "fb41f0000000000000"),
+            (4_294_967_297, "fb41f0000000100000"),
+            (1_767_225_600_123, "fb4279b76daa87b000"),
+            (9_007_199_254_740_991, "fb433fffffffffffff"),
+            (9_007_199_254_740_992, "fb4340000000000000"),
+            // No JavaScript number holds this exactly: cbor-x writes a BigInt this way.
+            (9_007_199_254_740_993, "1b0020000000000001"),
+        ] {
+            assert_eq!(write(|w| w.number(n)), expected, "{n}");
+        }
+    }
+
+    /// Header widths from cbor-x 1.6.9.
+    #[test]
+    fn headers_like_cbor_x() {
+        assert_eq!(write(|w| w.map(0)), "b90000");
+        assert_eq!(write(|w| w.map(30)), "b9001e");
+        assert_eq!(write(|w| w.array(0)), "80");
+        assert_eq!(write(|w| w.array(24)), "9818");
+        assert_eq!(&write(|w| w.text(&"a".repeat(23)))[..2], "77");
+        assert_eq!(&write(|w| w.text(&"a".repeat(24)))[..4], "7818");
+        assert_eq!(&write(|w| w.text(&"a".repeat(256)))[..6], "790100");
+        assert_eq!(&write(|w| w.text(&"a".repeat(65_536)))[..10], "7a00010000");
+        // Length counts UTF-8 bytes: 12 × "é" is 24 bytes.
+        assert_eq!(&write(|w| w.text(&"é".repeat(12)))[..4], "7818");
+        assert_eq!(write(|w| w.bytes(&[0, 0, 0])), "43000000");
+        assert_eq!(&write(|w| w.bytes(&[0; 24]))[..4], "5818");
+        assert_eq!(&write(|w| w.bytes(&[0; 256]))[..6], "590100");
+    }
+
+    #[test]
+    fn every_header_width_reads_the_same() {
+        for bytes in [
+            &[0x61, b'a'][..],
+            &[0x78, 1, b'a'],
+            &[0x79, 0, 1, b'a'],
+            &[0x7a, 0, 0, 0, 1, b'a'],
+            &[0x7b, 0, 0, 0, 0, 0, 0, 0, 1, b'a'],
+        ] {
+            let mut r = Reader::new(bytes);
+            assert_eq!(r.head().unwrap(), Head::Text(1));
+            assert_eq!(r.text(1, "t").unwrap(), "a");
+            assert_eq!(r.remaining(), 0);
+        }
+    }
+
+    #[test]
+    fn lengths_are_checked_against_the_input() {
+        // An array claiming 2^32 items, a byte string claiming 4 GiB, a map claiming 2^64 - 1.
+        for bytes in [
+            &[0x9b, 0, 0, 0, 1, 0, 0, 0, 0][..],
+            &[0x5a, 0xff, 0xff, 0xff, 0xff],
+            &[0xbb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ] {
+            assert_eq!(Reader::new(bytes).item(0), Err(DecodeError::Truncated));
+        }
     }
 
     #[test]
     fn depth_is_bounded() {
         let deep = vec![0x81u8; 100];
-        assert_eq!(decode(&deep), Err(DecodeError::TooDeep));
-    }
-
-    #[test]
-    fn numbers_like_javascript() {
-        let mut out = Vec::new();
-        Writer::new(&mut out).number(1_767_225_600_123);
-        assert_eq!(hex::encode(&out), "fb4279b76daa87b000");
-        out.clear();
-        Writer::new(&mut out).number((1 << 32) + 1);
-        assert_eq!(hex::encode(&out), "fb41f0000000100000");
-        out.clear();
-        Writer::new(&mut out).number(70000);
-        assert_eq!(hex::encode(&out), "1a00011170");
-    }
-
-    #[test]
-    fn half_floats() {
-        assert_eq!(decode(&[0xf9, 0x3c, 0x00]).unwrap(), Value::Float(1.0));
+        assert_eq!(Reader::new(&deep).item(0), Err(DecodeError::TooDeep));
+        let tags = [vec![0xc1u8; 100], vec![0x00]].concat();
+        assert_eq!(Reader::new(&tags).item(0), Err(DecodeError::TooDeep));
         assert_eq!(
-            decode(&[0xf9, 0x7c, 0x00]).unwrap(),
-            Value::Float(f64::INFINITY)
+            Reader::new(&tags).untagged_head(),
+            Err(DecodeError::TooDeep)
         );
+        let ok = [vec![0x81u8; MAX_DEPTH], vec![0x00]].concat();
+        assert_eq!(Reader::new(&ok).item(0).unwrap().len(), ok.len());
+    }
+
+    #[test]
+    fn floats_of_every_width() {
+        for (bytes, value) in [
+            (&[0xf9, 0x3c, 0x00][..], 1.0),
+            (&[0xf9, 0x7c, 0x00], f64::INFINITY),
+            (&[0xf9, 0x00, 0x01], 2f64.powi(-24)),
+            (&[0xfa, 0x47, 0xc3, 0x50, 0x00], 100_000.0),
+            (
+                &[0xfb, 0x42, 0x79, 0xb7, 0x6d, 0xaa, 0x87, 0xb0, 0x00],
+                1_767_225_600_123.0,
+            ),
+        ] {
+            assert_eq!(Reader::new(bytes).head().unwrap(), Head::Float(value));
+        }
+    }
+
+    #[test]
+    fn simple_values() {
+        assert_eq!(Reader::new(&[0xf6]).head().unwrap(), Head::Absent);
+        assert_eq!(Reader::new(&[0xf7]).head().unwrap(), Head::Absent);
+        assert_eq!(Reader::new(&[0xf5]).head().unwrap(), Head::Bool(true));
+        assert_eq!(Reader::new(&[0xf8, 0xff]).head().unwrap(), Head::Simple);
+        assert!(Reader::new(&[0xf8, 0x10]).head().is_err());
+        assert!(Reader::new(&[0xff]).head().is_err());
+        assert!(Reader::new(&[0x1c]).head().is_err());
+        assert!(Reader::new(&[0xbf]).head().is_err());
     }
 }

@@ -1,0 +1,1062 @@
+//! One conformance suite for the `Store` trait, run against PostgreSQL and SQLite: both
+//! implementations must give the same answers to the same calls.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use e2e::both_backends;
+use e2e::db::{Backend, TestDb};
+use learnsync::model::{
+    CourseKind, CourseStatus, Lesson, LogLevel, MigrationRun, ReportStatus, Role, RunSource,
+    RunStatus, Timestamp,
+};
+use learnsync::store::{
+    self, CoursePatch, CourseQuery, CourseSort, LogQuery, NewCourse, NewLog, NewReport, NewToken,
+    NewUser, ReportQuery, Store, StoreError, UserPatch, UserQuery, Visibility,
+};
+use serde_json::json;
+
+/// A migrated store on a fresh database (the `TestDb` must outlive the store's use).
+async fn open(backend: Backend) -> (TestDb, Arc<dyn Store>) {
+    let db = TestDb::new(backend).await;
+    let connected = store::connect(db.url(), 4, "conformance")
+        .await
+        .expect("connect");
+    let store = connected.store();
+    store.migrate().await.expect("migrate");
+    (db, store)
+}
+
+fn new_user(n: u32, role: Role) -> NewUser {
+    NewUser {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: Some(format!("user{n}@example.test")),
+        display_name: format!("User {n}"),
+        password_hash: Some("$argon2id$placeholder".into()),
+        role,
+        legacy_id: None,
+        doc_seed: [n as u8; 16],
+        now: 1_700_000_000_000 + i64::from(n),
+    }
+}
+
+fn new_course(
+    id: &str,
+    title: &str,
+    status: CourseStatus,
+    author: Option<&str>,
+    at: i64,
+) -> NewCourse {
+    NewCourse {
+        id: id.to_string(),
+        kind: CourseKind::Course,
+        title: title.to_string(),
+        description: format!("About {title}"),
+        category: Some("math".into()),
+        level: Some("beginner".into()),
+        status,
+        author_id: author.map(str::to_string),
+        lessons: vec![Lesson {
+            id: "l1".into(),
+            title: "First".into(),
+        }],
+        extra: json!({}),
+        created_at: at,
+        now: at,
+    }
+}
+
+fn query(visibility: Visibility) -> CourseQuery {
+    CourseQuery {
+        q: None,
+        kind: None,
+        category: None,
+        level: None,
+        status: None,
+        author: None,
+        visibility,
+        sort: CourseSort::default(),
+        cursor: None,
+        limit: 100,
+    }
+}
+
+both_backends!(migrations_apply_twice_and_ping, |backend| async move {
+    let (_db, store) = open(backend).await;
+    store.migrate().await.expect("second migrate is a no-op");
+    store.ping().await.expect("ping");
+    assert_eq!(
+        store.backend(),
+        match backend {
+            Backend::Postgres => store::Backend::Postgres,
+            Backend::Sqlite => store::Backend::Sqlite,
+        }
+    );
+});
+
+both_backends!(server_meta_roundtrip, |backend| async move {
+    let (_db, store) = open(backend).await;
+    assert_eq!(store.meta_get("storage_id").await.unwrap(), None);
+    assert_eq!(
+        store.meta_get_or_insert("storage_id", "a").await.unwrap(),
+        "a"
+    );
+    assert_eq!(
+        store.meta_get_or_insert("storage_id", "b").await.unwrap(),
+        "a",
+        "first value stays"
+    );
+    store.meta_set("storage_id", "c").await.unwrap();
+    assert_eq!(
+        store.meta_get("storage_id").await.unwrap().as_deref(),
+        Some("c")
+    );
+});
+
+both_backends!(users_create_read_conflict, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let mut new = new_user(1, Role::Learner);
+    new.legacy_id = Some("u-anna".into());
+    let created = store.create_user(&new).await.unwrap();
+    assert_eq!(created.user.email.as_deref(), Some("user1@example.test"));
+    assert_eq!(created.user.role, Role::Learner);
+    assert!(created.user.has_password);
+    assert!(!created.user.disabled);
+    assert_eq!(created.doc_seed, [1u8; 16]);
+    assert_eq!(created.sync_epoch, 0);
+    assert_eq!(created.user.created_at, Timestamp(new.now));
+
+    assert_eq!(store.user(&new.id).await.unwrap(), Some(created.clone()));
+    assert_eq!(
+        store.user_by_email("user1@example.test").await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(
+        store.user_by_legacy_id("u-anna").await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(store.user("nope").await.unwrap(), None);
+    assert_eq!(
+        store.user_by_email("nobody@example.test").await.unwrap(),
+        None
+    );
+
+    let mut same_email = new_user(2, Role::Learner);
+    same_email.email = new.email.clone();
+    assert!(matches!(
+        store.create_user(&same_email).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut same_legacy = new_user(3, Role::Learner);
+    same_legacy.legacy_id = Some("u-anna".into());
+    assert!(matches!(
+        store.create_user(&same_legacy).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Placeholders have no email; several of them must coexist.
+    for n in 4..6 {
+        let mut p = new_user(n, Role::Learner);
+        p.email = None;
+        p.password_hash = None;
+        let u = store.create_user(&p).await.unwrap();
+        assert!(!u.user.has_password);
+    }
+});
+
+both_backends!(legacy_placeholder_is_created_once, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let mut p = new_user(1, Role::Learner);
+    p.email = None;
+    p.password_hash = None;
+    p.legacy_id = Some("42".into());
+    let (first, created) = store.ensure_legacy_user(&p).await.unwrap();
+    assert!(created);
+    let mut again = new_user(2, Role::Learner);
+    again.email = None;
+    again.password_hash = None;
+    again.legacy_id = Some("42".into());
+    let (second, created) = store.ensure_legacy_user(&again).await.unwrap();
+    assert!(!created, "the second import finds the placeholder");
+    assert_eq!(first.user.id, second.user.id);
+    assert_eq!(first.doc_seed, second.doc_seed);
+});
+
+both_backends!(users_update_list_delete, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let mut ids = Vec::new();
+    for n in 0..25 {
+        let role = if n % 5 == 0 {
+            Role::Teacher
+        } else {
+            Role::Learner
+        };
+        ids.push(store.create_user(&new_user(n, role)).await.unwrap().user.id);
+    }
+    let updated = store
+        .update_user(
+            &ids[1],
+            &UserPatch {
+                role: Some(Role::Admin),
+                disabled: Some(true),
+                display_name: Some("Renamed".into()),
+                ..UserPatch::default()
+            },
+            1_800_000_000_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.user.role, Role::Admin);
+    assert!(updated.user.disabled);
+    assert_eq!(updated.user.display_name, "Renamed");
+    assert_eq!(
+        store.user(&ids[1]).await.unwrap().unwrap().user,
+        updated.user
+    );
+    assert!(matches!(
+        store.update_user("missing", &UserPatch::default(), 0).await,
+        Err(StoreError::NotFound)
+    ));
+    let taken = UserPatch {
+        email: Some("user2@example.test".into()),
+        ..UserPatch::default()
+    };
+    assert!(matches!(
+        store.update_user(&ids[3], &taken, 0).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // Pages of 7, newest first, no duplicates, no gaps.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_users(&UserQuery {
+                cursor: cursor.clone(),
+                limit: 7,
+                ..UserQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 7);
+        seen.extend(page.items.iter().map(|u| u.user.id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, expected, "newest first, all users once");
+    let teachers = store
+        .list_users(&UserQuery {
+            role: Some(Role::Teacher),
+            limit: 100,
+            ..UserQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(teachers.items.len(), 5);
+    assert!(teachers.items.iter().all(|u| u.user.role == Role::Teacher));
+    let by_text = store
+        .list_users(&UserQuery {
+            q: Some("user17@".into()),
+            limit: 100,
+            ..UserQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_text.items.len(), 1);
+    assert_eq!(by_text.items[0].user.id, ids[17]);
+    // LIKE metacharacters are literal.
+    let wild = store
+        .list_users(&UserQuery {
+            q: Some("%".into()),
+            limit: 100,
+            ..UserQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(wild.items.is_empty(), "'%' must not match everything");
+
+    assert!(store.delete_user(&ids[0]).await.unwrap());
+    assert!(!store.delete_user(&ids[0]).await.unwrap());
+    assert_eq!(store.user(&ids[0]).await.unwrap(), None);
+    expected.retain(|id| id != &ids[0]);
+    let all = store
+        .list_users(&UserQuery {
+            limit: 100,
+            ..UserQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), expected.len());
+});
+
+both_backends!(bad_cursor_is_invalid_input, |backend| async move {
+    let (_db, store) = open(backend).await;
+    for cursor in ["not base64 !", "e30", "' OR 1=1 --"] {
+        let r = store
+            .list_users(&UserQuery {
+                cursor: Some(cursor.into()),
+                limit: 10,
+                ..UserQuery::default()
+            })
+            .await;
+        assert!(matches!(r, Err(StoreError::Invalid(_))), "{cursor}: {r:?}");
+        let mut q = query(Visibility::All);
+        q.cursor = Some(cursor.into());
+        assert!(
+            matches!(store.list_courses(&q).await, Err(StoreError::Invalid(_))),
+            "{cursor}"
+        );
+    }
+});
+
+both_backends!(sync_epochs, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let u = store
+        .create_user(&new_user(1, Role::Learner))
+        .await
+        .unwrap();
+    assert_eq!(store.global_sync_epoch().await.unwrap(), 0);
+    assert_eq!(store.bump_sync_epoch(None).await.unwrap(), 1);
+    assert_eq!(store.bump_sync_epoch(None).await.unwrap(), 2);
+    assert_eq!(store.global_sync_epoch().await.unwrap(), 2);
+    assert_eq!(store.bump_sync_epoch(Some(&u.user.id)).await.unwrap(), 1);
+    assert_eq!(store.user(&u.user.id).await.unwrap().unwrap().sync_epoch, 1);
+});
+
+both_backends!(api_tokens_lifecycle, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let a = store
+        .create_user(&new_user(1, Role::Learner))
+        .await
+        .unwrap();
+    let b = store
+        .create_user(&new_user(2, Role::Learner))
+        .await
+        .unwrap();
+    let token = store
+        .create_token(&NewToken {
+            id: "t1".into(),
+            user_id: a.user.id.clone(),
+            name: "phone".into(),
+            token_hash: "h1".into(),
+            now: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(token.name, "phone");
+    assert_eq!(token.last_used_at, None);
+    let dup = NewToken {
+        id: "t2".into(),
+        user_id: b.user.id.clone(),
+        name: "x".into(),
+        token_hash: "h1".into(),
+        now: 1000,
+    };
+    assert!(matches!(
+        store.create_token(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    let found = store
+        .token_user("h1", 5000)
+        .await
+        .unwrap()
+        .expect("token user");
+    assert_eq!(found.user.id, a.user.id);
+    assert_eq!(store.token_user("other", 5000).await.unwrap(), None);
+    let listed = store.list_tokens(&a.user.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_used_at, Some(Timestamp(5000)));
+    assert!(store.list_tokens(&b.user.id).await.unwrap().is_empty());
+
+    assert!(
+        !store.revoke_token(&b.user.id, "t1", 6000).await.unwrap(),
+        "not b's token"
+    );
+    assert!(store.token_user("h1", 6000).await.unwrap().is_some());
+    assert!(store.revoke_token(&a.user.id, "t1", 6000).await.unwrap());
+    assert!(
+        !store.revoke_token(&a.user.id, "t1", 7000).await.unwrap(),
+        "already revoked"
+    );
+    assert_eq!(store.token_user("h1", 8000).await.unwrap(), None);
+    assert_eq!(
+        store.list_tokens(&a.user.id).await.unwrap()[0].revoked_at,
+        Some(Timestamp(6000))
+    );
+
+    // Deleting the user deletes the tokens.
+    store
+        .create_token(&NewToken {
+            id: "t3".into(),
+            user_id: b.user.id.clone(),
+            name: "b".into(),
+            token_hash: "h3".into(),
+            now: 1000,
+        })
+        .await
+        .unwrap();
+    assert!(store.delete_user(&b.user.id).await.unwrap());
+    assert_eq!(store.token_user("h3", 9000).await.unwrap(), None);
+});
+
+both_backends!(courses_crud, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let author = store
+        .create_user(&new_user(1, Role::Teacher))
+        .await
+        .unwrap();
+    let mut c = new_course(
+        "c-geo",
+        "Geography",
+        CourseStatus::Draft,
+        Some(&author.user.id),
+        1000,
+    );
+    c.extra = json!({ "legacyColor": "blue" });
+    c.kind = CourseKind::Subject;
+    let created = store.create_course(&c).await.unwrap();
+    assert_eq!(created.id, "c-geo");
+    assert_eq!(created.kind, CourseKind::Subject);
+    assert_eq!(created.extra, json!({ "legacyColor": "blue" }));
+    assert_eq!(created.lessons.len(), 1);
+    assert_eq!(created.created_at, Timestamp(1000));
+    assert_eq!(store.course("c-geo").await.unwrap(), Some(created.clone()));
+    assert!(matches!(
+        store.create_course(&c).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(!store.insert_course_if_absent(&c).await.unwrap());
+    assert!(
+        store
+            .insert_course_if_absent(&new_course(
+                "1",
+                "Legacy one",
+                CourseStatus::Published,
+                None,
+                5
+            ))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.course("1").await.unwrap().unwrap().title,
+        "Legacy one"
+    );
+
+    let patched = store
+        .update_course(
+            "c-geo",
+            &CoursePatch {
+                title: Some("World geography".into()),
+                category: Some(None),
+                status: Some(CourseStatus::Published),
+                lessons: Some(vec![]),
+                ..CoursePatch::default()
+            },
+            2000,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(patched.title, "World geography");
+    assert_eq!(patched.category, None);
+    assert_eq!(
+        patched.level.as_deref(),
+        Some("beginner"),
+        "untouched field kept"
+    );
+    assert_eq!(patched.status, CourseStatus::Published);
+    assert!(patched.lessons.is_empty());
+    assert_eq!(patched.updated_at, Timestamp(2000));
+    assert_eq!(patched.created_at, Timestamp(1000));
+    assert_eq!(
+        store
+            .update_course("missing", &CoursePatch::default(), 1)
+            .await
+            .unwrap(),
+        None
+    );
+    // The search index follows updates.
+    let mut q = query(Visibility::All);
+    q.q = Some("world".into());
+    assert_eq!(store.list_courses(&q).await.unwrap().items.len(), 1);
+    q.q = Some("geography".into());
+    assert_eq!(store.list_courses(&q).await.unwrap().items[0].id, "c-geo");
+
+    // Deleting the author keeps the course, without an author.
+    assert!(store.delete_user(&author.user.id).await.unwrap());
+    assert_eq!(
+        store.course("c-geo").await.unwrap().unwrap().author_id,
+        None
+    );
+});
+
+both_backends!(course_visibility_and_filters, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let t1 = store
+        .create_user(&new_user(1, Role::Teacher))
+        .await
+        .unwrap()
+        .user
+        .id;
+    let t2 = store
+        .create_user(&new_user(2, Role::Teacher))
+        .await
+        .unwrap()
+        .user
+        .id;
+    store
+        .create_course(&new_course(
+            "p1",
+            "Public one",
+            CourseStatus::Published,
+            Some(&t1),
+            1,
+        ))
+        .await
+        .unwrap();
+    store
+        .create_course(&new_course(
+            "d1",
+            "Draft one",
+            CourseStatus::Draft,
+            Some(&t1),
+            2,
+        ))
+        .await
+        .unwrap();
+    store
+        .create_course(&new_course(
+            "d2",
+            "Draft two",
+            CourseStatus::Draft,
+            Some(&t2),
+            3,
+        ))
+        .await
+        .unwrap();
+    store
+        .create_course(&new_course(
+            "a1",
+            "Archived",
+            CourseStatus::Archived,
+            Some(&t2),
+            4,
+        ))
+        .await
+        .unwrap();
+    let mut s = new_course("s1", "Subject", CourseStatus::Published, None, 5);
+    s.kind = CourseKind::Subject;
+    s.category = Some("art".into());
+    s.level = Some("advanced".into());
+    store.create_course(&s).await.unwrap();
+
+    let ids = |q: CourseQuery| {
+        let store = store.clone();
+        async move {
+            let mut v: Vec<String> = store
+                .list_courses(&q)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    assert_eq!(ids(query(Visibility::Published)).await, ["p1", "s1"]);
+    assert_eq!(
+        ids(query(Visibility::PublishedOrAuthor(t1.clone()))).await,
+        ["d1", "p1", "s1"]
+    );
+    assert_eq!(
+        ids(query(Visibility::All)).await,
+        ["a1", "d1", "d2", "p1", "s1"]
+    );
+    let mut q = query(Visibility::Published);
+    q.status = Some(CourseStatus::Draft);
+    assert!(
+        ids(q).await.is_empty(),
+        "a status filter cannot widen visibility"
+    );
+    let mut q = query(Visibility::All);
+    q.kind = Some(CourseKind::Subject);
+    assert_eq!(ids(q).await, ["s1"]);
+    let mut q = query(Visibility::All);
+    q.category = Some("art".into());
+    assert_eq!(ids(q).await, ["s1"]);
+    let mut q = query(Visibility::All);
+    q.level = Some("beginner".into());
+    assert_eq!(ids(q).await, ["a1", "d1", "d2", "p1"]);
+    let mut q = query(Visibility::All);
+    q.author = Some(t2.clone());
+    assert_eq!(ids(q).await, ["a1", "d2"]);
+    let mut q = query(Visibility::All);
+    q.status = Some(CourseStatus::Archived);
+    assert_eq!(ids(q).await, ["a1"]);
+});
+
+both_backends!(course_search_is_safe_and_prefix, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let mut a = new_course(
+        "a",
+        "Introduction to Algebra",
+        CourseStatus::Published,
+        None,
+        1,
+    );
+    a.description = "Equations and polynomials".into();
+    store.create_course(&a).await.unwrap();
+    let mut b = new_course(
+        "b",
+        "Химия для начинающих",
+        CourseStatus::Published,
+        None,
+        2,
+    );
+    b.description = "Атомы и молекулы".into();
+    b.category = Some("science".into());
+    store.create_course(&b).await.unwrap();
+    let search = |text: &str| {
+        let store = store.clone();
+        let text = text.to_string();
+        async move {
+            let mut q = query(Visibility::All);
+            q.q = Some(text);
+            let mut v: Vec<String> = store
+                .list_courses(&q)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    assert_eq!(search("algebra").await, ["a"]);
+    assert_eq!(search("ALGEB").await, ["a"], "prefix and case-insensitive");
+    assert_eq!(
+        search("polynomials intro").await,
+        ["a"],
+        "all words, any field"
+    );
+    assert_eq!(search("algebra молекулы").await, Vec::<String>::new());
+    assert_eq!(search("химия").await, ["b"]);
+    assert_eq!(search("science").await, ["b"], "category is searched");
+    for hostile in [
+        "'; DROP TABLE courses; --",
+        "\" OR 1=1",
+        "a* NEAR(b)",
+        "!!!",
+        "%_%",
+        "title:algebra",
+        "(algebra",
+        "\\",
+    ] {
+        let _ = search(hostile).await; // must not error
+    }
+    assert_eq!(
+        search("'; DROP TABLE courses; --").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        search("(algebra*)").await,
+        ["a"],
+        "FTS syntax characters are only separators"
+    );
+    assert_eq!(
+        search("NEAR(algebra)").await,
+        Vec::<String>::new(),
+        "operators are plain words"
+    );
+    assert_eq!(
+        store
+            .list_courses(&query(Visibility::All))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2,
+        "nothing dropped"
+    );
+});
+
+both_backends!(course_pagination_every_sort, |backend| async move {
+    let (_db, store) = open(backend).await;
+    // 61 courses, with duplicate timestamps and titles so the id tie-break matters.
+    for n in 0..61 {
+        let mut c = new_course(
+            &format!("c{n:03}"),
+            &format!("Title {}", n % 7),
+            CourseStatus::Published,
+            None,
+            1000 + n / 3,
+        );
+        c.now = 5000 - n / 2;
+        store.create_course(&c).await.unwrap();
+    }
+    for sort in [
+        CourseSort::NewestFirst,
+        CourseSort::OldestFirst,
+        CourseSort::Title,
+        CourseSort::RecentlyUpdated,
+    ] {
+        let mut all = query(Visibility::All);
+        all.sort = sort;
+        let reference: Vec<_> = store.list_courses(&all).await.unwrap().items;
+        assert_eq!(reference.len(), 61);
+        // The reference order is the sort order.
+        for w in reference.windows(2) {
+            let ordered = match sort {
+                CourseSort::NewestFirst => {
+                    (w[0].created_at, &w[0].id) >= (w[1].created_at, &w[1].id)
+                }
+                CourseSort::OldestFirst => {
+                    (w[0].created_at, &w[0].id) <= (w[1].created_at, &w[1].id)
+                }
+                CourseSort::Title => (&w[0].title, &w[0].id) <= (&w[1].title, &w[1].id),
+                CourseSort::RecentlyUpdated => {
+                    (w[0].updated_at, &w[0].id) >= (w[1].updated_at, &w[1].id)
+                }
+            };
+            assert!(ordered, "{sort:?}: {} before {}", w[0].id, w[1].id);
+        }
+        let mut paged = Vec::new();
+        let mut cursor = None;
+        loop {
+            let mut q = all.clone();
+            q.limit = 8;
+            q.cursor = cursor;
+            let page = store.list_courses(&q).await.unwrap();
+            assert!(page.items.len() <= 8);
+            paged.extend(page.items);
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let ids: Vec<_> = paged.iter().map(|c| c.id.clone()).collect();
+        let ref_ids: Vec<_> = reference.iter().map(|c| c.id.clone()).collect();
+        assert_eq!(ids, ref_ids, "{sort:?}: pages join up to the full list");
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 61);
+    }
+});
+
+fn new_report(id: &str, course: &str, reporter: Option<&str>, at: i64) -> NewReport {
+    NewReport {
+        id: id.into(),
+        course_id: course.into(),
+        reporter_id: reporter.map(str::to_string),
+        reason: "spam".into(),
+        details: Some("details".into()),
+        status: ReportStatus::Pending,
+        note: None,
+        resolved_by: None,
+        resolved_at: None,
+        legacy_id: None,
+        extra: json!({}),
+        created_at: at,
+    }
+}
+
+both_backends!(reports_queue_and_resolve, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let r1 = store
+        .create_user(&new_user(1, Role::Learner))
+        .await
+        .unwrap()
+        .user
+        .id;
+    let r2 = store
+        .create_user(&new_user(2, Role::Learner))
+        .await
+        .unwrap()
+        .user
+        .id;
+    let admin = store
+        .create_user(&new_user(3, Role::Admin))
+        .await
+        .unwrap()
+        .user
+        .id;
+    for n in 0..12 {
+        let reporter = if n % 2 == 0 { &r1 } else { &r2 };
+        let course = if n < 6 { "c1" } else { "c2" };
+        let created = store
+            .create_report(&new_report(
+                &format!("r{n:02}"),
+                course,
+                Some(reporter),
+                100 + n,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(created.status, ReportStatus::Pending);
+        assert_eq!(created.created_at, Timestamp(100 + n));
+    }
+    let resolved = store
+        .resolve_report(
+            "r03",
+            ReportStatus::Dismissed,
+            Some("not spam"),
+            &admin,
+            999,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resolved.status, ReportStatus::Dismissed);
+    assert_eq!(resolved.note.as_deref(), Some("not spam"));
+    assert_eq!(resolved.resolved_by.as_deref(), Some(admin.as_str()));
+    assert_eq!(resolved.resolved_at, Some(Timestamp(999)));
+    assert_eq!(store.report("r03").await.unwrap(), Some(resolved));
+    assert_eq!(
+        store
+            .resolve_report("nope", ReportStatus::Resolved, None, &admin, 1)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let list = |q: ReportQuery| {
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            let mut q = q;
+            loop {
+                let page = store.list_reports(&q).await.unwrap();
+                out.extend(page.items.into_iter().map(|r| r.id));
+                match page.next_cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => break out,
+                }
+            }
+        }
+    };
+    let all = list(ReportQuery {
+        limit: 5,
+        ..ReportQuery::default()
+    })
+    .await;
+    let expected: Vec<String> = (0..12).rev().map(|n| format!("r{n:02}")).collect();
+    assert_eq!(all, expected, "newest first, paged");
+    let pending = list(ReportQuery {
+        status: Some(ReportStatus::Pending),
+        limit: 4,
+        ..ReportQuery::default()
+    })
+    .await;
+    assert_eq!(pending.len(), 11);
+    assert!(!pending.contains(&"r03".to_string()));
+    let by_course = list(ReportQuery {
+        course_id: Some("c2".into()),
+        reporter_id: Some(r1.clone()),
+        limit: 100,
+        ..ReportQuery::default()
+    })
+    .await;
+    assert_eq!(by_course, ["r10", "r08", "r06"]);
+});
+
+both_backends!(legacy_reports_are_idempotent, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let mut r = new_report("x1", "c1", None, 5);
+    r.legacy_id = Some("mq-7".into());
+    r.status = ReportStatus::Resolved;
+    r.note = Some("done".into());
+    r.resolved_at = Some(9);
+    assert!(store.insert_report_if_absent(&r).await.unwrap());
+    let mut again = r.clone();
+    again.id = "x2".into();
+    assert!(!store.insert_report_if_absent(&again).await.unwrap());
+    let page = store
+        .list_reports(&ReportQuery {
+            limit: 10,
+            ..ReportQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].status, ReportStatus::Resolved);
+    assert_eq!(page.items[0].reporter_id, None);
+});
+
+fn log(level: LogLevel, source: &str, user: Option<&str>, at: i64) -> NewLog {
+    NewLog {
+        level,
+        source: source.into(),
+        message: format!("{source} at {at}"),
+        context: Some(json!({ "at": at })),
+        user_id: user.map(str::to_string),
+        request_id: Some("req".into()),
+        legacy_key: None,
+        created_at: at,
+    }
+}
+
+both_backends!(logs_insert_filter_page, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let mut batch = Vec::new();
+    for n in 0..30 {
+        let level = [
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ][n % 4];
+        let source = if n % 3 == 0 { "client" } else { "server" };
+        let user = if n % 5 == 0 { Some("u1") } else { None };
+        batch.push(log(level, source, user, 1000 + (n as i64) / 2));
+    }
+    assert_eq!(store.insert_logs(&batch).await.unwrap(), 30);
+    let collect = |q: LogQuery| {
+        let store = store.clone();
+        async move {
+            let mut out = Vec::new();
+            let mut q = q;
+            loop {
+                let page = store.list_logs(&q).await.unwrap();
+                out.extend(page.items);
+                match page.next_cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => break out,
+                }
+            }
+        }
+    };
+    let all = collect(LogQuery {
+        limit: 7,
+        ..LogQuery::default()
+    })
+    .await;
+    assert_eq!(all.len(), 30);
+    for w in all.windows(2) {
+        assert!(
+            (w[0].created_at, w[0].id) > (w[1].created_at, w[1].id),
+            "newest first, strictly"
+        );
+    }
+    assert_eq!(all[0].context, Some(json!({ "at": 1014 })));
+    let errors = collect(LogQuery {
+        level: Some(LogLevel::Error),
+        limit: 3,
+        ..LogQuery::default()
+    })
+    .await;
+    assert_eq!(errors.len(), 7);
+    assert!(errors.iter().all(|l| l.level == LogLevel::Error));
+    let client_u1 = collect(LogQuery {
+        source: Some("client".into()),
+        user_id: Some("u1".into()),
+        limit: 100,
+        ..LogQuery::default()
+    })
+    .await;
+    // n divisible by 15: 0, 15
+    assert_eq!(client_u1.len(), 2);
+    let window = collect(LogQuery {
+        from: Some(1002),
+        to: Some(1005),
+        limit: 2,
+        ..LogQuery::default()
+    })
+    .await;
+    assert_eq!(
+        window.len(),
+        6,
+        "[from, to): three timestamps, two entries each"
+    );
+    assert!(
+        window
+            .iter()
+            .all(|l| (1002..1005).contains(&l.created_at.0))
+    );
+});
+
+both_backends!(legacy_logs_are_idempotent, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let mut a = log(LogLevel::Error, "legacy", None, 1);
+    a.legacy_key = Some("k1".into());
+    let mut b = log(LogLevel::Error, "legacy", None, 2);
+    b.legacy_key = Some("k2".into());
+    assert_eq!(store.insert_logs(&[a.clone(), b.clone()]).await.unwrap(), 2);
+    let mut c = log(LogLevel::Warn, "legacy", None, 3);
+    c.legacy_key = Some("k3".into());
+    assert_eq!(
+        store.insert_logs(&[a, b, c]).await.unwrap(),
+        1,
+        "only the new key"
+    );
+    let page = store
+        .list_logs(&LogQuery {
+            limit: 100,
+            ..LogQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 3);
+});
+
+both_backends!(migration_runs_roundtrip, |backend| async move {
+    let (_db, store) = open(backend).await;
+    let mut run = MigrationRun {
+        id: "run-1".into(),
+        actor_id: None,
+        source: RunSource::Cli,
+        label: "dumps/".into(),
+        status: RunStatus::Running,
+        dry_run: false,
+        dumps_total: 10,
+        dumps_done: 0,
+        counts: json!({}),
+        report: json!([]),
+        errors: json!([]),
+        started_at: Timestamp(1000),
+        finished_at: None,
+    };
+    store.save_run(&run).await.unwrap();
+    assert_eq!(store.run("run-1").await.unwrap(), Some(run.clone()));
+    run.status = RunStatus::Partial;
+    run.dumps_done = 10;
+    run.counts = json!({ "theme": { "imported": 9, "skipped": 1 } });
+    run.errors = json!([{ "dump": "u7.json", "error": "invalid JSON" }]);
+    run.finished_at = Some(Timestamp(2000));
+    store.save_run(&run).await.unwrap();
+    assert_eq!(store.run("run-1").await.unwrap(), Some(run.clone()));
+    for n in 2..=5 {
+        let mut r = run.clone();
+        r.id = format!("run-{n}");
+        r.started_at = Timestamp(1000 + n);
+        store.save_run(&r).await.unwrap();
+    }
+    let first = store.list_runs(None, 3).await.unwrap();
+    assert_eq!(
+        first
+            .items
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        ["run-5", "run-4", "run-3"]
+    );
+    let second = store
+        .list_runs(first.next_cursor.as_deref(), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        second
+            .items
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        ["run-2", "run-1"]
+    );
+    assert_eq!(second.next_cursor, None);
+    assert_eq!(store.run("missing").await.unwrap(), None);
+});

@@ -115,8 +115,10 @@ pub struct CreateCourse {
 #[serde(deny_unknown_fields)]
 pub struct UpdateCourse {
     /// New title.
+    #[serde(default, deserialize_with = "present")]
     pub title: Option<String>,
     /// New description.
+    #[serde(default, deserialize_with = "present")]
     pub description: Option<String>,
     /// New category (`null` clears).
     #[serde(default, deserialize_with = "double_option")]
@@ -127,9 +129,19 @@ pub struct UpdateCourse {
     #[schema(value_type = Option<String>)]
     pub level: Option<Option<String>>,
     /// New status.
+    #[serde(default, deserialize_with = "present")]
     pub status: Option<CourseStatus>,
     /// New lessons (replace the list).
+    #[serde(default, deserialize_with = "present")]
     pub lessons: Option<Vec<Lesson>>,
+}
+
+/// A field that may be absent (no change) but not `null`: these fields cannot be cleared, and
+/// a client sending `null` should hear so instead of seeing nothing happen.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).

@@ -21,12 +21,16 @@ impl Timestamp {
         Self(now_ms())
     }
 
-    /// RFC 3339 text (UTC).
+    /// RFC 3339 text in UTC with exactly three fractional digits
+    /// (`2024-09-02T10:00:00.120Z`): fixed width, so clients may compare and sort the text.
     pub fn to_rfc3339(self) -> String {
+        const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
-            .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+            .and_then(|t| t.format(FORMAT).ok())
+            .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".to_string())
     }
 
     /// Parses RFC 3339 text.

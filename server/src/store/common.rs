@@ -25,10 +25,17 @@ macro_rules! impl_store {
         type DbRow = <$db as sqlx::Database>::Row;
 
         fn map_err(e: sqlx::Error) -> StoreError {
-            if let sqlx::Error::Database(db) = &e
-                && db.is_unique_violation()
-            {
-                return StoreError::Conflict(db.message().to_string());
+            if let sqlx::Error::Database(db) = &e {
+                if db.is_unique_violation() {
+                    return StoreError::Conflict(db.message().to_string());
+                }
+                // SQLSTATE class 22, "data exception": a value the database cannot hold (a NUL
+                // character in text, a number out of range). The input is at fault, not the
+                // server; the database's own text stays in the logs.
+                if db.code().is_some_and(|c| c.starts_with("22")) {
+                    tracing::debug!(error = %db, "value refused by the database");
+                    return StoreError::Invalid("a value in the request cannot be stored (for example a NUL character)".into());
+                }
             }
             StoreError::Database(e)
         }

@@ -59,8 +59,16 @@ impl StoreError {
                     | sqlx::Error::Protocol(_)
                     | sqlx::Error::WorkerCrashed
             )
-        ) || matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("57") || c.starts_with("08")))
+        ) || matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.code().is_some_and(is_unavailable_code))
     }
+}
+
+/// SQLSTATE codes meaning "the database cannot serve us right now" rather than "this query is
+/// wrong": connection exceptions (08), operator intervention such as a shutdown or a terminated
+/// backend (57), insufficient resources such as too many connections (53), and 55000, which
+/// PostgreSQL answers to a connection attempt while the database does not allow connections.
+fn is_unavailable_code(code: std::borrow::Cow<'_, str>) -> bool {
+    code.starts_with("08") || code.starts_with("57") || code.starts_with("53") || code == "55000"
 }
 
 /// Result of a storage operation.

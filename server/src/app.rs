@@ -15,9 +15,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 use utoipa::OpenApi;
@@ -51,7 +52,7 @@ pub struct Application {
     state: AppState,
     cancel: CancellationToken,
     tracker: TaskTracker,
-    port: u16,
+    local: SocketAddr,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every server in a process).
@@ -141,13 +142,18 @@ impl Application {
             state,
             cancel,
             tracker,
-            port: local.port(),
+            local,
         })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.local.port()
+    }
+
+    /// The bound address (with the port picked when the configuration said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// The shared state (tests use it to reach the store and the engine).
@@ -254,10 +260,14 @@ fn router(state: AppState, sessions: auth::SessionBackend) -> Router {
     .layer(middleware::from_fn(record_metrics))
     .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
     .layer(
-        TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }),
+        TraceLayer::new_for_http()
+            .make_span_with(|req: &Request| {
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            })
+            // One line per request (status, latency) at the default `info` level, inside the
+            // span that carries the request id.
+            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO).latency_unit(LatencyUnit::Micros)),
     )
     .layer(PropagateRequestIdLayer::new(request_id.clone()))
     .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -107,7 +107,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(config) => {
             let app = crate::app::Application::build(*config).await?;
-            tracing::info!(port = app.port(), "LearnSync listening");
+            tracing::info!(address = %app.local_addr(), "LearnSync listening");
             let token = app.shutdown_token();
             tokio::spawn(async move {
                 shutdown_signal().await;

@@ -220,7 +220,7 @@ async fn watch_database(state: AppState, cancel: CancellationToken) {
 
 /// Every route, with the OpenAPI document built from them.
 pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes::router())
         .merge(crate::courses::router())
         .merge(crate::reports::router())
@@ -229,7 +229,9 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::learning::router())
         .merge(crate::sync::routes::router())
         .merge(crate::health::router())
-        .split_for_parts()
+        .split_for_parts();
+    crate::openapi::document_common_errors(&mut openapi);
+    (router, openapi)
 }
 
 fn router(state: AppState, sessions: auth::SessionBackend) -> Router {

@@ -44,3 +44,53 @@ impl utoipa::Modify for Security {
         );
     }
 }
+
+/// Documents the errors every operation can answer whatever its handler says, so that tools
+/// driven by this document (schemathesis, generated clients) see every status the server
+/// really sends: a body over the size limit (413) on operations that take a body, and
+/// malformed (400) or invalid (422) input on operations that take any input at all.
+pub fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let has_body = op.request_body.is_some();
+            let has_input = has_body || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let responses = &mut op.responses.responses;
+            if has_body {
+                responses
+                    .entry("413".into())
+                    .or_insert_with(|| error("Request body too large"));
+            }
+            if has_input {
+                responses
+                    .entry("400".into())
+                    .or_insert_with(|| error("Malformed request"));
+                responses
+                    .entry("422".into())
+                    .or_insert_with(|| error("Invalid input"));
+            }
+        }
+    }
+}

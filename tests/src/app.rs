@@ -408,3 +408,161 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// Checks a JSON body against the schema the OpenAPI document declares for `method path
+/// status` (`application/json` content), the way schema-driven fuzzers do. Returns what does
+/// not match (empty when it conforms, or when the document declares no JSON schema for it).
+///
+/// Supports what the server's document uses: `$ref`, `allOf`, `oneOf`/`anyOf`, `type` (also
+/// as a list), `required`, `properties`, `items` and `enum`.
+pub fn schema_violations(
+    doc: &Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    body: &Value,
+) -> Vec<String> {
+    let schema = &doc["paths"][path][method]["responses"][status.to_string()]["content"]["application/json"]
+        ["schema"];
+    if schema.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    check_schema(doc, schema, body, "$", &mut out);
+    out
+}
+
+fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut Vec<String>) {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.rsplit('/').next().unwrap_or_default();
+        let target = &doc["components"]["schemas"][name];
+        if target.is_null() {
+            out.push(format!("{at}: unresolved {reference}"));
+        } else {
+            check_schema(doc, target, value, at, out);
+        }
+        return;
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        for s in all {
+            check_schema(doc, s, value, at, out);
+        }
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(options) = schema[key].as_array() {
+            let fits = options.iter().any(|s| {
+                let mut errs = Vec::new();
+                check_schema(doc, s, value, at, &mut errs);
+                errs.is_empty()
+            });
+            if !fits {
+                out.push(format!("{at}: {value} matches none of {key}"));
+            }
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        out.push(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !types.is_empty() {
+        let fits = types.iter().any(|t| match *t {
+            "null" => value.is_null(),
+            "string" => value.is_string(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            "array" => value.is_array(),
+            "object" => value.is_object(),
+            _ => true,
+        });
+        if !fits {
+            out.push(format!("{at}: {value} is not of type {types:?}"));
+            return;
+        }
+    }
+    if let Some(object) = value.as_object() {
+        if let Some(required) = schema["required"].as_array() {
+            for name in required.iter().filter_map(Value::as_str) {
+                if !object.contains_key(name) {
+                    out.push(format!("{at}: required property {name:?} missing"));
+                }
+            }
+        }
+        if let Some(properties) = schema["properties"].as_object() {
+            for (name, sub) in properties {
+                if let Some(v) = object.get(name) {
+                    check_schema(doc, sub, v, &format!("{at}.{name}"), out);
+                }
+            }
+        }
+    }
+    if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in array.iter().enumerate() {
+            check_schema(doc, items, v, &format!("{at}[{i}]"), out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::schema_violations;
+
+    #[test]
+    fn schema_check_finds_missing_and_mistyped_fields() {
+        let doc = json!({
+            "paths": { "/x": { "get": { "responses": { "200": { "content": { "application/json": {
+                "schema": { "$ref": "#/components/schemas/Thing" } } } } } } } },
+            "components": { "schemas": {
+                "Thing": { "type": "object", "required": ["id", "tags"], "properties": {
+                    "id": { "type": "string" },
+                    "n": { "type": ["integer", "null"] },
+                    "kind": { "oneOf": [{ "type": "null" }, { "$ref": "#/components/schemas/Kind" }] },
+                    "tags": { "type": "array", "items": { "type": "string" } } } },
+                "Kind": { "type": "string", "enum": ["a", "b"] } } }
+        });
+        let ok = json!({ "id": "1", "n": null, "kind": "a", "tags": ["x"] });
+        assert!(schema_violations(&doc, "get", "/x", 200, &ok).is_empty());
+        assert_eq!(
+            schema_violations(&doc, "get", "/x", 200, &json!({ "id": "1" })).len(),
+            1
+        );
+        assert_eq!(
+            schema_violations(&doc, "get", "/x", 200, &json!({ "id": 1, "tags": [] })).len(),
+            1
+        );
+        assert_eq!(
+            schema_violations(
+                &doc,
+                "get",
+                "/x",
+                200,
+                &json!({ "id": "1", "tags": [2], "n": 1.5 })
+            )
+            .len(),
+            2
+        );
+        assert_eq!(
+            schema_violations(
+                &doc,
+                "get",
+                "/x",
+                200,
+                &json!({ "id": "1", "tags": [], "kind": "c" })
+            )
+            .len(),
+            1
+        );
+        assert!(
+            schema_violations(&doc, "get", "/x", 404, &json!(1)).is_empty(),
+            "undeclared: nothing to check"
+        );
+    }
+}

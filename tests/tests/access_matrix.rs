@@ -388,6 +388,15 @@ both_backends!(every_route_every_role, |backend| async move {
                 if r.status >= 400 {
                     r.assert_error(r.status);
                 }
+                if !r.body.is_null() {
+                    for v in e2e::app::schema_violations(&doc, method, path, r.status, &r.body) {
+                        failures.push(format!(
+                            "{} {path} {}: body does not match the documented schema: {v}",
+                            method.to_uppercase(),
+                            r.status
+                        ));
+                    }
+                }
                 if path != "/api/openapi.json" {
                     let statuses = documented(&doc, method, path);
                     if !statuses.contains(&r.status.to_string()) {

@@ -123,7 +123,14 @@ both_backends!(generic_bad_input_on_every_operation, |backend| async move {
     let mut checked = 0;
     // Fuzzers built on the OpenAPI document treat an undocumented status as a failure.
     let mut undocumented = std::collections::BTreeSet::new();
-    let mut note = |method: &str, path: &str, status: u16| {
+    let mut mismatched = Vec::new();
+    let mut note = |method: &str, path: &str, r: &Resp| {
+        mismatched.extend(
+            e2e::app::schema_violations(&doc, method, path, r.status, &r.body)
+                .into_iter()
+                .map(|v| format!("{} {path} {}: {v}", method.to_uppercase(), r.status)),
+        );
+        let status = r.status;
         let documented = doc["paths"][path][method]["responses"]
             .as_object()
             .is_some_and(|m| m.contains_key(&status.to_string()));
@@ -152,7 +159,7 @@ both_backends!(generic_bad_input_on_every_operation, |backend| async move {
                     }
                     let r = admin.send(rb).await;
                     assert_4xx(&r, &format!("{method} {concrete}"));
-                    note(method, path, r.status);
+                    note(method, path, &r);
                     checked += 1;
                 }
             }
@@ -171,7 +178,7 @@ both_backends!(generic_bad_input_on_every_operation, |backend| async move {
                 for (ct, body) in cases {
                     let r = admin.raw(m.clone(), &concrete, ct, body.to_string()).await;
                     assert_4xx(&r, &format!("{method} {concrete} with {ct} {body}"));
-                    note(method, path, r.status);
+                    note(method, path, &r);
                     checked += 1;
                 }
                 // Larger than the body limit (1 MiB in tests).
@@ -180,7 +187,7 @@ both_backends!(generic_bad_input_on_every_operation, |backend| async move {
                     .raw(m.clone(), &concrete, "application/json", huge)
                     .await;
                 assert_4xx(&r, &format!("{method} {concrete} with a huge body"));
-                note(method, path, r.status);
+                note(method, path, &r);
                 checked += 1;
             }
             // 3. Query parameters: wrong types, hostile text, unknown parameters.
@@ -190,7 +197,7 @@ both_backends!(generic_bad_input_on_every_operation, |backend| async move {
                 if path != "/sync" {
                     assert_4xx(&r, &format!("unknown parameter on {path}"));
                 }
-                note(method, path, r.status);
+                note(method, path, &r);
                 for p in &query_params {
                     let name = p["name"].as_str().unwrap();
                     for value in [
@@ -209,7 +216,7 @@ both_backends!(generic_bad_input_on_every_operation, |backend| async move {
                         if r.status >= 400 {
                             r.assert_error(r.status);
                         }
-                        note(method, path, r.status);
+                        note(method, path, &r);
                         checked += 1;
                     }
                 }
@@ -221,6 +228,11 @@ both_backends!(generic_bad_input_on_every_operation, |backend| async move {
         snapshot(&app).await,
         before,
         "a rejected request changed stored data"
+    );
+    assert!(
+        mismatched.is_empty(),
+        "error bodies that do not match the document:\n{}",
+        mismatched.join("\n")
     );
     assert!(
         undocumented.is_empty(),

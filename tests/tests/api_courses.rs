@@ -437,6 +437,53 @@ both_backends!(
         assert_eq!(found_ids.len(), expected.len(), "no duplicates");
         assert_eq!(found_ids.iter().cloned().collect::<BTreeSet<_>>(), expected);
 
+        // A search matching every course (more than the store's "selective" threshold, so the
+        // database walks the sort index instead of sorting the matches): all pages, in order.
+        let broad = all_pages(&anon, "/api/courses?q=cour&limit=100&sort=created_at").await;
+        assert_eq!(broad.len(), visible_published);
+        for w in broad.windows(2) {
+            let a = (
+                w[0]["created_at"].as_str().unwrap(),
+                w[0]["id"].as_str().unwrap(),
+            );
+            let b = (
+                w[1]["created_at"].as_str().unwrap(),
+                w[1]["id"].as_str().unwrap(),
+            );
+            assert!(a < b, "oldest first: {a:?} then {b:?}");
+        }
+        // A selective search sorted by title: the matches, sorted, paged.
+        let few = all_pages(&anon, "/api/courses?q=economics%2096&sort=title&limit=3").await;
+        let mut expected_few: Vec<(String, String)> = (0..N)
+            .filter(|i| TOPICS[i % TOPICS.len()] == "economics" && i % 7 >= 2)
+            .filter(|i| {
+                let title = format!("Economics {} part {i}", i % 97);
+                let description = format!("Course number {i}");
+                title
+                    .split(' ')
+                    .chain(description.split(' '))
+                    .any(|w| w.starts_with("96"))
+            })
+            .map(|i| {
+                (
+                    format!("Economics {} part {i}", i % 97),
+                    format!("seed-{i:05}"),
+                )
+            })
+            .collect();
+        expected_few.sort();
+        let got_few: Vec<(String, String)> = few
+            .iter()
+            .map(|c| {
+                (
+                    c["title"].as_str().unwrap().to_string(),
+                    c["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert!(!expected_few.is_empty());
+        assert_eq!(got_few, expected_few);
+
         // Two words: both must match (title word "Drawing" and the number in the description).
         let two = all_pages(&anon, "/api/courses?q=drawing%20number%201005&limit=10").await;
         assert_eq!(

@@ -625,16 +625,21 @@ macro_rules! impl_store {
                 if let Some(author) = &q.author {
                     qb.push(" AND author_id = ").push_bind(author.clone());
                 }
+                // With a selective search, order by expressions no index provides (`+ 0`,
+                // `|| ''`), so the database finds the few matches first and sorts them.
+                let mut sort_from_matches = false;
                 if let Some(text) = &q.q {
                     let terms = search_terms(text);
                     if terms.is_empty() {
                         // Nothing searchable (only punctuation): no match rather than everything.
                         qb.push(" AND 1 = 0");
                     } else {
+                        sort_from_matches = self.search_is_selective(&terms).await?;
                         qb.push(" AND ");
                         Self::push_search(&mut qb, &terms);
                     }
                 }
+                let (int_key, text_key) = if sort_from_matches { (" + 0", " || ''") } else { ("", "") };
                 let cursor = q.cursor.as_deref().map(Cursor::decode).transpose()?;
                 let bad_cursor = || StoreError::Invalid("cursor does not fit this sort order".into());
                 let order = match q.sort {
@@ -642,25 +647,25 @@ macro_rules! impl_store {
                         if let Some(c) = cursor {
                             qb.push(" AND (created_at, id) < (").push_bind(c.n.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
                         }
-                        " ORDER BY created_at DESC, id DESC"
+                        format!(" ORDER BY created_at{int_key} DESC, id DESC")
                     }
                     CourseSort::OldestFirst => {
                         if let Some(c) = cursor {
                             qb.push(" AND (created_at, id) > (").push_bind(c.n.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
                         }
-                        " ORDER BY created_at ASC, id ASC"
+                        format!(" ORDER BY created_at{int_key} ASC, id ASC")
                     }
                     CourseSort::RecentlyUpdated => {
                         if let Some(c) = cursor {
                             qb.push(" AND (updated_at, id) < (").push_bind(c.n.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
                         }
-                        " ORDER BY updated_at DESC, id DESC"
+                        format!(" ORDER BY updated_at{int_key} DESC, id DESC")
                     }
                     CourseSort::Title => {
                         if let Some(c) = cursor {
                             qb.push(" AND (title, id) > (").push_bind(c.s.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
                         }
-                        " ORDER BY title ASC, id ASC"
+                        format!(" ORDER BY title{text_key} ASC, id ASC")
                     }
                 };
                 qb.push(order).push(" LIMIT ").push_bind(limit + 1);

@@ -58,6 +58,12 @@ impl SqliteStore {
             .push(")");
     }
 
+    /// SQLite always starts a search from the FTS5 index (its planner drives the `IN` from
+    /// the match list), so there is no plan to choose.
+    async fn search_is_selective(&self, _terms: &[String]) -> StoreResult<bool> {
+        Ok(false)
+    }
+
     /// One instance only: the hub fans out in process, nothing to notify.
     async fn notify(
         &self,

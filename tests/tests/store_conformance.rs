@@ -1060,3 +1060,61 @@ both_backends!(migration_runs_roundtrip, |backend| async move {
     assert_eq!(second.next_cursor, None);
     assert_eq!(store.run("missing").await.unwrap(), None);
 });
+
+both_backends!(title_order_is_by_code_point_on_both, |backend| async move {
+    // The same order on both backends, whatever locale the PostgreSQL cluster has: code point
+    // order, ids included (legacy ids of every shape).
+    let (_db, store) = open(backend).await;
+    let titles = [
+        "apple",
+        "Zebra",
+        "Äpfel",
+        "éclair",
+        "Яблоко",
+        "b-side",
+        "b side",
+        "bside",
+        "10",
+        "9",
+        "_x",
+        "Apple",
+    ];
+    let ids = [
+        "u-1", "U_2", "3", "c-geo", "c_geo", "cgeo", "10", "9", "a.b", "A:b", "ab", "Ab",
+    ];
+    for (i, (title, id)) in titles.iter().zip(ids).enumerate() {
+        store
+            .create_course(&new_course(
+                id,
+                title,
+                CourseStatus::Published,
+                None,
+                1000 + i as i64,
+            ))
+            .await
+            .unwrap();
+    }
+    // Two courses with one title: the id breaks the tie.
+    for id in ["same-b", "same-A", "same-a"] {
+        store
+            .create_course(&new_course(id, "Same", CourseStatus::Published, None, 1))
+            .await
+            .unwrap();
+    }
+    let mut q = query(Visibility::All);
+    q.sort = CourseSort::Title;
+    q.limit = 5;
+    let mut got = Vec::new();
+    loop {
+        let page = store.list_courses(&q).await.unwrap();
+        got.extend(page.items.into_iter().map(|c| (c.title, c.id)));
+        match page.next_cursor {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    let mut expected = got.clone();
+    expected.sort();
+    assert_eq!(got, expected, "code point order of (title, id)");
+    assert_eq!(got.len(), titles.len() + 3);
+});

@@ -85,6 +85,10 @@ pub struct Config {
     #[arg(long, env = "LEARNSYNC_CLIENT_LOGS_PER_MINUTE", default_value_t = 60)]
     pub client_logs_per_minute: u32,
 
+    /// Accounts that may be registered per minute from one client address.
+    #[arg(long, env = "LEARNSYNC_REGISTRATIONS_PER_MINUTE", default_value_t = 20)]
+    pub registrations_per_minute: u32,
+
     /// This instance's id in the devices list (default: a random id per start).
     #[arg(long, env = "LEARNSYNC_INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -114,6 +118,8 @@ impl Config {
             compact_after: 64,
             login_attempts_per_minute: 10,
             client_logs_per_minute: 60,
+            // Tests register many users from 127.0.0.1.
+            registrations_per_minute: 10_000,
             instance_id: None,
             web_dir: None,
         }

@@ -31,7 +31,7 @@ impl Limits {
     pub fn new(config: &Config) -> Self {
         Self {
             login: RateLimiter::new(config.login_attempts_per_minute.max(1), 60_000),
-            register: RateLimiter::new(20, 60_000),
+            register: RateLimiter::new(config.registrations_per_minute, 60_000),
             client_logs: RateLimiter::new(config.client_logs_per_minute.max(1), 60_000),
             reports: RateLimiter::new(20, 60_000),
         }

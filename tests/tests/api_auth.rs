@@ -662,3 +662,37 @@ both_backends!(
         assert_eq!(store.user("x").await.unwrap(), None, "tables exist");
     }
 );
+
+both_backends!(
+    registration_is_rate_limited_per_address,
+    |backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.registrations_per_minute = 2).await;
+        for n in 0..2 {
+            app.anonymous()
+            .post(
+                "/api/auth/register",
+                &json!({ "email": format!("r{n}@example.test"), "password": PASSWORD, "display_name": "R" }),
+            )
+            .await
+            .ok(201);
+        }
+        let r = app
+            .anonymous()
+            .post(
+                "/api/auth/register",
+                &json!({ "email": "r3@example.test", "password": PASSWORD, "display_name": "R" }),
+            )
+            .await;
+        r.assert_error(429);
+        assert!(r.header("retry-after").is_some());
+        assert_eq!(
+            app.state
+                .store
+                .user_by_email("r3@example.test")
+                .await
+                .unwrap(),
+            None,
+            "nothing stored"
+        );
+    }
+);

@@ -94,6 +94,29 @@ impl Resp {
         &self.body
     }
 
+    /// Every `Set-Cookie` header line.
+    pub fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+
+    /// The `Set-Cookie` line for cookie `name` (with its attributes).
+    pub fn set_cookie(&self, name: &str) -> Option<&str> {
+        self.set_cookies()
+            .into_iter()
+            .find(|c| c.split('=').next() == Some(name))
+    }
+
+    /// `name=value` of a cookie this answer set, ready for a `Cookie` header.
+    pub fn cookie_pair(&self, name: &str) -> Option<String> {
+        self.set_cookie(name)
+            .and_then(|c| c.split(';').next())
+            .map(str::to_string)
+    }
+
     /// A header as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())

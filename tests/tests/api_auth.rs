@@ -34,26 +34,14 @@ both_backends!(register_login_me_logout, |backend| async move {
         Some(csrf.as_str()),
         "csrf cookie matches the body"
     );
-    let cookies: Vec<_> = r
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let session = cookies
-        .iter()
-        .find(|c| c.starts_with("learnsync_session="))
-        .expect("session cookie");
+    let session = r.set_cookie("learnsync_session").expect("session cookie");
     assert!(session.contains("HttpOnly"), "{session}");
     assert!(session.contains("SameSite=Lax"), "{session}");
     assert!(
         !session.contains("Secure"),
         "not Secure unless configured: {session}"
     );
-    let csrf_cookie = cookies
-        .iter()
-        .find(|c| c.starts_with("csrf_token="))
-        .expect("csrf cookie");
+    let csrf_cookie = r.set_cookie("csrf_token").expect("csrf cookie");
     assert!(
         !csrf_cookie.contains("HttpOnly"),
         "scripts must read the csrf cookie"
@@ -198,12 +186,7 @@ both_backends!(session_id_is_cycled_on_login, |backend| async move {
         .await;
     first.ok(200);
     let id1 = first
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("learnsync_session="))
-        .map(str::to_string)
+        .cookie_pair("learnsync_session")
         .expect("session cookie set on login");
     let second = user
         .post(
@@ -212,18 +195,13 @@ both_backends!(session_id_is_cycled_on_login, |backend| async move {
         )
         .await;
     let id2 = second
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("learnsync_session="))
-        .map(str::to_string)
+        .cookie_pair("learnsync_session")
         .expect("session cookie set on login");
-    assert_ne!(id1.split(';').next(), id2.split(';').next());
+    assert_ne!(id1, id2);
     assert!(user.has_session());
     // The old session id no longer works.
     let old = app.anonymous();
-    let old_value = id1.split(';').next().unwrap().to_string();
+    let old_value = id1;
     let r = old
         .send(
             old.request(Method::GET, "/api/auth/me")
@@ -246,15 +224,7 @@ both_backends!(
                 &json!({ "email": user.email(), "password": PASSWORD }),
             )
             .await;
-        let session_cookie = r
-            .headers
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|c| c.starts_with("learnsync_session="))
-            .and_then(|c| c.split(';').next())
-            .unwrap()
-            .to_string();
+        let session_cookie = r.cookie_pair("learnsync_session").unwrap();
         assert_eq!(login.post_empty("/api/auth/logout").await.status, 204);
         let replay = app.anonymous();
         let r = replay
@@ -285,12 +255,9 @@ both_backends!(
                     &json!({ "email": teacher.email(), "password": PASSWORD }),
                 )
                 .await;
-            login
-                .headers
-                .get_all("set-cookie")
+            ["learnsync_session", "csrf_token"]
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .filter_map(|c| c.split(';').next())
+                .map(|name| login.cookie_pair(name).expect("cookie set on login"))
                 .collect::<Vec<_>>()
                 .join("; ")
         };
@@ -537,12 +504,7 @@ both_backends!(secure_cookies_when_configured, |backend| async move {
         )
         .await;
     r.ok(201);
-    let cookies: Vec<_> = r
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let cookies = r.set_cookies();
     assert!(cookies.len() >= 2);
     assert!(cookies.iter().all(|c| c.contains("Secure")), "{cookies:?}");
 });

@@ -1,7 +1,8 @@
 //! The queries both backends share. `impl_store!` expands to the full `Store` implementation
 //! for one backend; the few backend-specific pieces are inherent items of the store type:
 //! `BACKEND`, `FOR_UPDATE` (row locks, empty on SQLite, which has one writer), `migrator()`,
-//! `push_search()` (full-text search) and `notify()` (cross-instance fan-out).
+//! `push_search()` and `search_is_selective()` (full-text search and the plan for it) and
+//! `notify()` (cross-instance fan-out).
 
 /// Upper bound of documents per user: protects the server from a client creating documents
 /// in a loop (a real user has a few hundred at most).
@@ -636,7 +637,7 @@ macro_rules! impl_store {
                     } else {
                         sort_from_matches = self.search_is_selective(&terms).await?;
                         qb.push(" AND ");
-                        Self::push_search(&mut qb, &terms);
+                        Self::push_search(&mut qb, &terms, sort_from_matches);
                     }
                 }
                 let (int_key, text_key) = if sort_from_matches { (" + 0", " || ''") } else { ("", "") };

@@ -58,7 +58,9 @@ impl PgStore {
         sqlx::migrate!("../migrations/postgres")
     }
 
-    fn push_search(qb: &mut sqlx::QueryBuilder<'_, Postgres>, terms: &[String]) {
+    /// Every term, as a prefix. The plan is chosen by the ORDER BY (see
+    /// `search_is_selective`), so `_selective` changes nothing here.
+    fn push_search(qb: &mut sqlx::QueryBuilder<'_, Postgres>, terms: &[String], _selective: bool) {
         let query = terms
             .iter()
             .map(|t| format!("{t}:*"))
@@ -80,7 +82,7 @@ impl PgStore {
         let mut qb = sqlx::QueryBuilder::<Postgres>::new(
             "SELECT count(*) FROM (SELECT 1 FROM courses WHERE ",
         );
-        Self::push_search(&mut qb, terms);
+        Self::push_search(&mut qb, terms, true);
         qb.push(" LIMIT ")
             .push_bind(SELECTIVE_MATCHES)
             .push(") AS matches");

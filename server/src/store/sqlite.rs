@@ -9,6 +9,9 @@ use sqlx::{Sqlite, SqlitePool};
 
 use super::{Backend, StoreError, StoreResult};
 
+/// Below this many full-text matches a catalog search looks the matches up and sorts them.
+const SELECTIVE_MATCHES: i64 = 500;
+
 /// A store on SQLite.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -46,22 +49,38 @@ impl SqliteStore {
         sqlx::migrate!("../migrations/sqlite")
     }
 
-    fn push_search(qb: &mut sqlx::QueryBuilder<'_, Sqlite>, terms: &[String]) {
-        // Terms are runs of letters and digits, so quoting them is enough to keep FTS5 syntax out.
-        let query = terms
+    /// The FTS5 query for `terms`: every term, as a prefix. Terms are runs of letters and
+    /// digits, so quoting them is enough to keep FTS5 syntax out.
+    fn fts_query(terms: &[String]) -> String {
+        terms
             .iter()
             .map(|t| format!("\"{t}\"*"))
             .collect::<Vec<_>>()
-            .join(" AND ");
-        qb.push("seq IN (SELECT rowid FROM courses_fts WHERE courses_fts MATCH ")
-            .push_bind(query)
+            .join(" AND ")
+    }
+
+    /// `selective`: few matches, so let SQLite look the matches up by rowid and sort them
+    /// (its usual plan). Otherwise `+seq` stops it from driving the query from the match list,
+    /// and it walks the sort-order index testing each row against the matches instead: 17 ms
+    /// down to 3 ms for a word in a fifth of 100,000 courses.
+    fn push_search(qb: &mut sqlx::QueryBuilder<'_, Sqlite>, terms: &[String], selective: bool) {
+        qb.push(if selective { "seq" } else { "+seq" })
+            .push(" IN (SELECT rowid FROM courses_fts WHERE courses_fts MATCH ")
+            .push_bind(Self::fts_query(terms))
             .push(")");
     }
 
-    /// SQLite always starts a search from the FTS5 index (its planner drives the `IN` from
-    /// the match list), so there is no plan to choose.
-    async fn search_is_selective(&self, _terms: &[String]) -> StoreResult<bool> {
-        Ok(false)
+    /// Whether a search matches fewer than [`SELECTIVE_MATCHES`] courses (see `push_search`).
+    async fn search_is_selective(&self, terms: &[String]) -> StoreResult<bool> {
+        let (count,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM (SELECT 1 FROM courses_fts WHERE courses_fts MATCH $1 LIMIT $2)",
+        )
+        .bind(Self::fts_query(terms))
+        .bind(SELECTIVE_MATCHES)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::Database)?;
+        Ok(count < SELECTIVE_MATCHES)
     }
 
     /// One instance only: the hub fans out in process, nothing to notify.

@@ -118,10 +118,11 @@ async fn ingest(
             message,
             context: Some(context),
             user_id: Some(user.id().to_string()),
+            // The id comes from the client (or the request-id layer): keep a bounded prefix.
             request_id: headers
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
+                .map(|id| id.chars().take(128).collect()),
             legacy_key: None,
             created_at: now_ms(),
         }])

@@ -81,6 +81,18 @@ both_backends!(request_ids_are_set_and_propagated, |backend| async move {
     assert_eq!(r.status, 202);
     let logs = admin.get("/api/admin/logs?source=client").await;
     assert_eq!(logs.ok(200)["items"][0]["request_id"], "req-from-app");
+    // A huge id from a client is stored as a bounded prefix.
+    let huge = "r".repeat(5_000);
+    let r = user
+        .send(
+            user.request(reqwest::Method::POST, "/api/logs")
+                .header("x-request-id", &huge)
+                .json(&json!({ "message": "huge id" })),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    let logs = admin.get("/api/admin/logs?source=client").await;
+    assert_eq!(logs.ok(200)["items"][0]["request_id"], "r".repeat(128));
 });
 
 both_backends!(

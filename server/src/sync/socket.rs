@@ -201,6 +201,17 @@ where
     if let Some(reason) = &close_reason {
         tracing::debug!(conn = conn.0, reason, "closing sync connection");
         let _ = sink.send(Frame::Close(1008, truncate(reason, 120))).await;
+        // Finish the closing handshake: keep reading (and discarding) until the peer answers
+        // the close, so that dropping the TCP connection does not reset it before the peer has
+        // read the `error` message explaining why.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Frame::Close(..)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     let _ = sink.close().await;
     engine.unregister(conn, &auth.user.user.id, joined.as_deref());
@@ -211,8 +222,6 @@ where
             let _ = store.device_disconnected(&key).await;
         });
     }
-    // Let in-flight frames for this connection drain (nothing to do with them).
-    tokio::time::sleep(Duration::from_millis(0)).await;
 }
 
 fn record_device(engine: &Arc<SyncEngine>, conn: ConnId, auth: &PeerAuth, peer_id: &str) {

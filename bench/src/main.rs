@@ -1,1 +1,129 @@
-fn main() {}
+//! `cargo run -p bench --release -- <scenario>`: see bench/README.md.
+
+use anyhow::Result;
+use bench::report::{Report, machine};
+use bench::scenarios::{self, Options};
+use bench::target::{Database, Kind};
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// P1: propagation latency under background load.
+    Propagation,
+    /// P2: sustained throughput.
+    Throughput,
+    /// P3: connections and memory per device.
+    Connections,
+    /// P4: first sync of a heavy user.
+    FirstSync,
+    /// P6: REST search and cached catalog pages.
+    Rest,
+    /// P7: storage per document after compaction.
+    Storage,
+    /// P8: browser bundle size.
+    Wasm,
+    /// Everything above.
+    All,
+}
+
+/// LearnSync benchmark harness.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Which scenario.
+    scenario: Scenario,
+    /// Seconds-long sizes (what the test suite runs) instead of GOALS.md's.
+    #[arg(long)]
+    smoke: bool,
+    /// LearnSync's database.
+    #[arg(long, value_enum, default_value = "postgres")]
+    database: Database,
+    /// Servers to measure (default: both).
+    #[arg(long, value_enum)]
+    target: Vec<Kind>,
+    /// P1 device counts (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<usize>,
+    /// Background changes per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds of measurement per step.
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// P3 devices.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// P6 courses.
+    #[arg(long)]
+    courses: Option<usize>,
+    /// Where to write results.
+    #[arg(long, default_value = "bench/results")]
+    out: std::path::PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    // Thousands of sockets: raise the descriptor limit (the servers inherit it).
+    let _ = rlimit::increase_nofile_limit(200_000);
+    let mut opts = if args.smoke {
+        Options::smoke(args.database)
+    } else {
+        Options::full(args.database)
+    };
+    if !args.target.is_empty() {
+        opts.targets = args.target.clone();
+    }
+    if !args.devices.is_empty() {
+        opts.devices = args.devices.clone();
+    }
+    if let Some(r) = args.rate {
+        opts.rate = r;
+    }
+    if let Some(s) = args.seconds {
+        opts.seconds = s;
+    }
+    if let Some(c) = args.connections {
+        opts.connections = c;
+    }
+    if let Some(c) = args.courses {
+        opts.courses = c;
+    }
+    let mut report = Report {
+        machine: machine(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        ..Report::default()
+    };
+    let all = args.scenario == Scenario::All;
+    if all || args.scenario == Scenario::Propagation {
+        scenarios::propagation(&opts, &mut report).await?;
+    }
+    if all || args.scenario == Scenario::Throughput {
+        scenarios::throughput(&opts, &mut report).await?;
+    }
+    if all || args.scenario == Scenario::Connections {
+        scenarios::connections(&opts, &mut report).await?;
+    }
+    if all || args.scenario == Scenario::FirstSync {
+        scenarios::first_sync(&opts, &mut report).await?;
+    }
+    if all || args.scenario == Scenario::Rest {
+        scenarios::rest(&opts, &mut report).await?;
+    }
+    if all || args.scenario == Scenario::Storage {
+        scenarios::storage(&opts, &mut report).await?;
+    }
+    if all || args.scenario == Scenario::Wasm {
+        scenarios::wasm(&mut report).await?;
+    }
+    let name = format!(
+        "{:?}-{}",
+        args.scenario,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    )
+    .to_lowercase();
+    report.write(&args.out, &name)?;
+    println!("\n{}", report.markdown());
+    Ok(())
+}

@@ -1,0 +1,643 @@
+//! The scenarios of GOALS.md. Each one measures LearnSync and, where the comparison means
+//! something, the reference peer in the same run, and checks correctness while it measures: a
+//! run where devices do not converge or changes go missing is reported as failed, however fast.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::fleet::{Fleet, identities};
+use crate::report::{Report, Row};
+use crate::target::{Database, Kind, Server, cpu_seconds, rss_bytes};
+
+/// How big to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// LearnSync's database.
+    pub db: Database,
+    /// Servers to measure.
+    pub targets: Vec<Kind>,
+    /// Device counts for P1 (pairs are half of it).
+    pub devices: Vec<usize>,
+    /// Background changes per second for P1.
+    pub rate: f64,
+    /// Seconds of measurement per step.
+    pub seconds: u64,
+    /// Devices for P3.
+    pub connections: usize,
+    /// Courses for P6.
+    pub courses: usize,
+    /// Enrollments and changes for P4.
+    pub heavy_enrollments: usize,
+    /// Historical changes for P4.
+    pub heavy_changes: usize,
+    /// Trials for P4.
+    pub trials: usize,
+}
+
+impl Options {
+    /// Seconds-long sizes for the test suite's smoke run.
+    pub fn smoke(db: Database) -> Self {
+        Self {
+            db,
+            targets: vec![Kind::Learnsync, Kind::Reference],
+            devices: vec![4],
+            rate: 20.0,
+            seconds: 2,
+            connections: 10,
+            courses: 300,
+            heavy_enrollments: 5,
+            heavy_changes: 30,
+            trials: 2,
+        }
+    }
+
+    /// The sizes GOALS.md names.
+    pub fn full(db: Database) -> Self {
+        Self {
+            db,
+            targets: vec![Kind::Learnsync, Kind::Reference],
+            devices: vec![100, 1_000, 4_000, 10_000],
+            rate: 2_000.0,
+            seconds: 30,
+            connections: 20_000,
+            courses: 100_000,
+            heavy_enrollments: 200,
+            heavy_changes: 5_000,
+            trials: 20,
+        }
+    }
+}
+
+async fn start(kind: Kind, db: Database) -> Result<Server> {
+    match kind {
+        Kind::Learnsync => Server::learnsync(db, &[]).await,
+        Kind::Reference => Server::reference().await,
+    }
+}
+
+/// Sends `rate` probe changes per second, spread over the fleet's users, for `seconds`.
+async fn drive(fleet: &Fleet, rate: f64, seconds: u64) {
+    let users = fleet.users();
+    if users == 0 {
+        return;
+    }
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let mut budget = 0.0;
+    let mut next_user = 0usize;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        budget += rate * 0.005;
+        while budget >= 1.0 {
+            budget -= 1.0;
+            fleet.probe(next_user);
+            next_user = (next_user + 1) % users;
+        }
+    }
+}
+
+struct Measured {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    written: u64,
+    seen: u64,
+    unsettled: usize,
+    failures: usize,
+    rate: f64,
+}
+
+impl Measured {
+    fn ok(&self) -> bool {
+        self.unsettled == 0 && self.failures == 0
+    }
+
+    fn note(&self) -> String {
+        if self.ok() {
+            format!("{} changes, all converged", self.written)
+        } else {
+            format!(
+                "FAILED: {} of {} pairs did not converge, {} device failures",
+                self.unsettled, self.written, self.failures
+            )
+        }
+    }
+}
+
+async fn propagation_run(
+    kind: Kind,
+    db: Database,
+    devices: usize,
+    rate: f64,
+    seconds: u64,
+) -> Result<Measured> {
+    let server = start(kind, db).await?;
+    let ids = identities(&server, devices / 2, 8).await?;
+    let fleet = Fleet::connect(&server, &ids, 256).await?;
+    // Warm-up: every document loaded, caches hot.
+    drive(&fleet, rate.min(500.0), 1).await;
+    fleet.settle(Duration::from_secs(30)).await;
+    fleet.probes.reset();
+    let t0 = Instant::now();
+    drive(&fleet, rate, seconds).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let unsettled = fleet.settle(Duration::from_secs(60)).await;
+    let hist = fleet
+        .probes
+        .latency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let m = Measured {
+        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        max_ms: hist.max() as f64 / 1000.0,
+        written: fleet.probes.written.load(Ordering::Relaxed),
+        seen: fleet.probes.seen.load(Ordering::Relaxed),
+        unsettled,
+        failures: fleet.probes.failures.load(Ordering::Relaxed),
+        rate: fleet.probes.written.load(Ordering::Relaxed) as f64 / elapsed,
+    };
+    fleet.stop();
+    server.stop().await?;
+    Ok(m)
+}
+
+/// P1: a change on device A is visible on device B of the same user, under background load.
+pub async fn propagation(opts: &Options, report: &mut Report) -> Result<()> {
+    for &devices in &opts.devices {
+        let mut results = Vec::new();
+        for &kind in &opts.targets {
+            results.push((
+                kind,
+                propagation_run(kind, opts.db, devices, opts.rate, opts.seconds).await?,
+            ));
+        }
+        let get = |k: Kind| results.iter().find(|(kind, _)| *kind == k).map(|(_, m)| m);
+        let (ls, rf) = (get(Kind::Learnsync), get(Kind::Reference));
+        let note = format!(
+            "{devices} devices, {:.0} changes/s; learnsync: {}; reference: {}",
+            opts.rate,
+            ls.map(Measured::note).unwrap_or_default(),
+            rf.map(Measured::note).unwrap_or_default()
+        );
+        for (metric, f) in [
+            ("p50 ms", (|m: &Measured| m.p50_ms) as fn(&Measured) -> f64),
+            ("p99 ms", |m: &Measured| m.p99_ms),
+            ("max ms", |m: &Measured| m.max_ms),
+        ] {
+            report.push(Row {
+                scenario: "P1 propagation".into(),
+                metric: format!("{metric} @ {devices} devices"),
+                learnsync: ls.map(f),
+                reference: rf.map(f),
+                lower_is_better: true,
+                note: note.clone(),
+            });
+        }
+        let _ = results.iter().map(|(_, m)| m.seen).sum::<u64>();
+    }
+    Ok(())
+}
+
+/// P2: the highest rate at which changes are accepted, stored and fanned out with p99 ≤ 1 s
+/// and every pair converging.
+pub async fn throughput(opts: &Options, report: &mut Report) -> Result<()> {
+    let devices = opts.devices.first().copied().unwrap_or(100).max(4);
+    let steps: Vec<f64> = if opts.seconds <= 3 {
+        vec![opts.rate]
+    } else {
+        vec![
+            250.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 10_000.0, 20_000.0, 40_000.0,
+        ]
+    };
+    let mut best = Vec::new();
+    for &kind in &opts.targets {
+        let mut sustained: Option<f64> = None;
+        let mut notes = Vec::new();
+        for &rate in &steps {
+            let m = propagation_run(kind, opts.db, devices, rate, opts.seconds).await?;
+            notes.push(format!(
+                "{rate:.0}/s: p99 {:.0} ms{}",
+                m.p99_ms,
+                if m.ok() { "" } else { " FAILED" }
+            ));
+            if m.ok() && m.p99_ms <= 1_000.0 {
+                sustained = Some(m.rate);
+            } else {
+                break;
+            }
+        }
+        best.push((kind, sustained, notes.join("; ")));
+    }
+    let get = |k: Kind| best.iter().find(|(kind, _, _)| *kind == k);
+    report.push(Row {
+        scenario: "P2 throughput".into(),
+        metric: format!("changes/s sustained (p99 ≤ 1 s), {devices} devices"),
+        learnsync: get(Kind::Learnsync).and_then(|b| b.1),
+        reference: get(Kind::Reference).and_then(|b| b.1),
+        lower_is_better: false,
+        note: best
+            .iter()
+            .map(|(k, _, n)| format!("{}: {n}", k.name()))
+            .collect::<Vec<_>>()
+            .join(" | "),
+    });
+    Ok(())
+}
+
+/// P3: concurrent devices on one instance, each with its documents synced; memory per device.
+pub async fn connections(opts: &Options, report: &mut Report) -> Result<()> {
+    let mut per_device = Vec::new();
+    for &kind in &opts.targets {
+        let server = start(kind, opts.db).await?;
+        let pid = server.pid().context("server pid")?;
+        let ids = identities(&server, opts.connections / 2, 8).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = rss_bytes(pid).unwrap_or(0);
+        let fleet = Fleet::connect(&server, &ids, 512).await?;
+        let unsettled = fleet.settle(Duration::from_secs(120)).await;
+        let failures = fleet.probes.failures.load(Ordering::Relaxed);
+        let connected = rss_bytes(pid).unwrap_or(0);
+        // Idle documents are evicted after 30 s by default: measure again once idle.
+        let idle_wait = if opts.connections <= 100 { 2 } else { 40 };
+        tokio::time::sleep(Duration::from_secs(idle_wait)).await;
+        let idle = rss_bytes(pid).unwrap_or(0);
+        let n = (ids.len() * 2).max(1) as f64;
+        per_device.push((
+            kind,
+            connected.saturating_sub(before) as f64 / n / 1024.0,
+            idle.saturating_sub(before) as f64 / n / 1024.0,
+            format!(
+                "{}: {} devices, {} unsettled, {} failures",
+                kind.name(),
+                ids.len() * 2,
+                unsettled,
+                failures
+            ),
+        ));
+        fleet.stop();
+        server.stop().await?;
+    }
+    let get = |k: Kind| per_device.iter().find(|(kind, ..)| *kind == k);
+    let note = per_device
+        .iter()
+        .map(|p| p.3.clone())
+        .collect::<Vec<_>>()
+        .join("; ");
+    report.push(Row {
+        scenario: "P3 connections".into(),
+        metric: format!("KiB per synced device, {} devices", opts.connections),
+        learnsync: get(Kind::Learnsync).map(|p| p.1),
+        reference: get(Kind::Reference).map(|p| p.1),
+        lower_is_better: true,
+        note: note.clone(),
+    });
+    report.push(Row {
+        scenario: "P3 connections".into(),
+        metric: "KiB per device once idle".into(),
+        learnsync: get(Kind::Learnsync).map(|p| p.2),
+        reference: get(Kind::Reference).map(|p| p.2),
+        lower_is_better: true,
+        note,
+    });
+    Ok(())
+}
+
+/// P4: the first sync of a new device of a heavy user (all its documents): server CPU.
+pub async fn first_sync(opts: &Options, report: &mut Report) -> Result<()> {
+    let mut results = Vec::new();
+    for &kind in &opts.targets {
+        let server = start(kind, opts.db).await?;
+        let pid = server.pid().context("server pid")?;
+        let ids = identities(&server, 1, 1).await?;
+        let fleet = Fleet::connect(&server, &ids, 2).await?;
+        for i in 0..opts.heavy_enrollments {
+            fleet.enroll(0, &format!("course-{i}"));
+        }
+        let probes = opts
+            .heavy_changes
+            .saturating_sub(opts.heavy_enrollments * 2);
+        for _ in 0..probes {
+            fleet.probe(0);
+        }
+        let unsettled = fleet.settle(Duration::from_secs(300)).await;
+        fleet.stop();
+        let mut cpu = Vec::new();
+        let mut wall = Vec::new();
+        for _ in 0..opts.trials {
+            let before = cpu_seconds(pid).unwrap_or(0.0);
+            let t0 = Instant::now();
+            let fresh = Fleet::connect(&server, &ids, 2).await?;
+            let left = fresh.settle(Duration::from_secs(120)).await;
+            wall.push(t0.elapsed().as_secs_f64() * 1000.0);
+            cpu.push((cpu_seconds(pid).unwrap_or(0.0) - before) * 1000.0);
+            fresh.stop();
+            if left > 0 {
+                anyhow::bail!(
+                    "{}: a fresh device did not finish its first sync",
+                    kind.name()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        cpu.sort_by(f64::total_cmp);
+        wall.sort_by(f64::total_cmp);
+        let p99 = |v: &Vec<f64>| {
+            v[((v.len() as f64 * 0.99).ceil() as usize)
+                .saturating_sub(1)
+                .min(v.len() - 1)]
+        };
+        results.push((kind, p99(&cpu), p99(&wall), unsettled));
+        server.stop().await?;
+    }
+    let get = |k: Kind| results.iter().find(|r| r.0 == k);
+    let note = format!(
+        "{} enrollments, {} changes, {} trials (two devices per trial: CPU covers both)",
+        opts.heavy_enrollments, opts.heavy_changes, opts.trials
+    );
+    report.push(Row {
+        scenario: "P4 first sync".into(),
+        metric: "server CPU ms, p99".into(),
+        learnsync: get(Kind::Learnsync).map(|r| r.1),
+        reference: get(Kind::Reference).map(|r| r.1),
+        lower_is_better: true,
+        note: note.clone(),
+    });
+    report.push(Row {
+        scenario: "P4 first sync".into(),
+        metric: "wall ms until synced, p99".into(),
+        learnsync: get(Kind::Learnsync).map(|r| r.2),
+        reference: get(Kind::Reference).map(|r| r.2),
+        lower_is_better: true,
+        note,
+    });
+    Ok(())
+}
+
+/// P6: catalog search over many courses, and cached catalog pages (ETag).
+pub async fn rest(opts: &Options, report: &mut Report) -> Result<()> {
+    let server = Server::learnsync(opts.db, &[]).await?;
+    seed_courses(&server, opts.courses).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    // Search latency: sequential queries over words that exist.
+    let words = [
+        "algebra", "geometry", "physics", "history", "biology", "chem", "lit", "music",
+    ];
+    let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
+    let queries = if opts.courses < 1000 { 50 } else { 2_000 };
+    for i in 0..queries {
+        let q = words[i % words.len()];
+        let t0 = Instant::now();
+        let r = http
+            .get(format!(
+                "{}/api/courses?q={q}%20{}&limit=20",
+                server.base,
+                i % 50
+            ))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "search failed: {}", r.status());
+        let _ = r.bytes().await?;
+        hist.record(t0.elapsed().as_micros() as u64)?;
+    }
+    // Cached pages: many clients revalidating the first catalog page.
+    let first = http
+        .get(format!("{}/api/courses?limit=20", server.base))
+        .send()
+        .await?;
+    let etag = first
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let seconds = opts.seconds.max(2);
+    let clients = 64;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let http = http.clone();
+        let url = format!("{}/api/courses?limit=20", server.base);
+        let etag = etag.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut bad = 0u64;
+            while started.elapsed() < Duration::from_secs(seconds) {
+                match http.get(&url).header("if-none-match", &etag).send().await {
+                    Ok(r) if r.status().as_u16() == 304 => n += 1,
+                    _ => bad += 1,
+                }
+            }
+            (n, bad)
+        }));
+    }
+    let mut total = 0;
+    let mut bad = 0;
+    for t in tasks {
+        let (n, b) = t.await?;
+        total += n;
+        bad += b;
+    }
+    let rps = total as f64 / started.elapsed().as_secs_f64();
+    report.push(Row {
+        scenario: "P6 REST".into(),
+        metric: format!("course search p99 ms over {} courses", opts.courses),
+        learnsync: Some(hist.value_at_quantile(0.99) as f64 / 1000.0),
+        reference: None,
+        lower_is_better: true,
+        note: format!(
+            "{queries} queries, p50 {:.2} ms",
+            hist.value_at_quantile(0.5) as f64 / 1000.0
+        ),
+    });
+    report.push(Row {
+        scenario: "P6 REST".into(),
+        metric: "cached catalog page req/s (If-None-Match → 304)".into(),
+        learnsync: Some(rps),
+        reference: None,
+        lower_is_better: false,
+        note: format!(
+            "{clients} clients, {bad} non-304 answers (load generator on the same 2 cores)"
+        ),
+    });
+    server.stop().await
+}
+
+/// Seeds `n` published courses through the REST API (as an admin would), in parallel.
+async fn seed_courses(server: &Server, n: usize) -> Result<()> {
+    let http = reqwest::Client::new();
+    let words = [
+        "Algebra",
+        "Geometry",
+        "Physics",
+        "History",
+        "Biology",
+        "Chemistry",
+        "Literature",
+        "Music",
+    ];
+    // The seeding account is made an admin directly in the benchmark's own database.
+    let email = format!("seed-{}@bench.test", uuid::Uuid::new_v4().simple());
+    let r = http
+        .post(format!("{}/api/auth/register", server.base))
+        .json(&json!({"email": email, "password": "bench-password-123", "display_name": "seed"}))
+        .send()
+        .await?;
+    let user: serde_json::Value = r.json().await?;
+    let user_id = user["id"].as_str().context("user id")?.to_string();
+    promote(server, &user_id).await?;
+    let token: serde_json::Value = http
+        .post(format!("{}/api/auth/tokens", server.base))
+        .json(&json!({"email": email, "password": "bench-password-123", "name": "seed"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = token["token"].as_str().context("token")?.to_string();
+    let mut tasks = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(n.div_ceil(16).max(1)) {
+        let http = http.clone();
+        let base = server.base.clone();
+        let token = token.clone();
+        let chunk = chunk.to_vec();
+        tasks.push(tokio::spawn(async move {
+            for i in chunk {
+                let w = words[i % words.len()];
+                let r = http
+                    .post(format!("{base}/api/courses"))
+                    .bearer_auth(&token)
+                    .json(&json!({
+                        "title": format!("{w} {} part {}", i % 97, i),
+                        "description": format!("A course about {} number {i}", w.to_lowercase()),
+                        "category": w.to_lowercase(), "level": "beginner", "status": "published"
+                    }))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().as_u16() == 201, "seeding failed: {}", r.status());
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// Makes a user an admin directly in the benchmark's own database.
+async fn promote(server: &Server, user_id: &str) -> Result<()> {
+    let url = server.database_url().context("database url")?;
+    if url.starts_with("postgres") {
+        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut c)
+            .await?;
+    } else {
+        let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut c)
+            .await?;
+    }
+    Ok(())
+}
+
+/// P7: bytes stored per document after compaction, against the size of its `save()`.
+pub async fn storage(opts: &Options, report: &mut Report) -> Result<()> {
+    let server = Server::learnsync(opts.db, &[("LEARNSYNC_COMPACT_AFTER", "16".into())]).await?;
+    let users = opts.devices.first().copied().unwrap_or(4).clamp(2, 200) / 2;
+    let ids = identities(&server, users, 8).await?;
+    let fleet = Fleet::connect(&server, &ids, 64).await?;
+    for round in 0..40 {
+        for u in 0..fleet.users() {
+            fleet.probe(u);
+            if round % 10 == 0 {
+                fleet.enroll(u, &format!("c{round}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unsettled = fleet.settle(Duration::from_secs(60)).await;
+    fleet.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let url = server.database_url().context("database url")?.to_string();
+    let rows: Vec<(String, Option<Vec<u8>>, i64)> = if url.starts_with("postgres") {
+        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+        sqlx::query_as("SELECT d.id, d.snapshot, COALESCE((SELECT SUM(LENGTH(data)) FROM document_changes c WHERE c.doc_id = d.id), 0)::BIGINT FROM documents d")
+            .fetch_all(&mut c)
+            .await?
+    } else {
+        let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await?;
+        sqlx::query_as("SELECT d.id, d.snapshot, COALESCE((SELECT SUM(LENGTH(data)) FROM document_changes c WHERE c.doc_id = d.id), 0) FROM documents d")
+            .fetch_all(&mut c)
+            .await?
+    };
+    let mut worst: f64 = 0.0;
+    let mut total_stored = 0u64;
+    let mut total_saved = 0u64;
+    for (_, snapshot, changes_bytes) in &rows {
+        let stored = snapshot.as_ref().map(|s| s.len() as u64).unwrap_or(0) + *changes_bytes as u64;
+        // Rebuild the document from what is stored and compare with its own save().
+        let mut doc = automerge::AutoCommit::new();
+        if let Some(s) = snapshot {
+            doc.load_incremental(s)?;
+        }
+        let saved = doc.save().len() as u64;
+        if saved > 0 && *changes_bytes == 0 {
+            worst = worst.max(stored as f64 / saved as f64);
+            total_stored += stored;
+            total_saved += saved;
+        }
+    }
+    report.push(Row {
+        scenario: "P7 storage".into(),
+        metric: "stored bytes ÷ save() bytes, compacted docs".into(),
+        learnsync: Some(if total_saved > 0 {
+            total_stored as f64 / total_saved as f64
+        } else {
+            0.0
+        }),
+        reference: None,
+        lower_is_better: true,
+        note: format!(
+            "{} documents, worst {worst:.2}, {unsettled} unsettled pairs",
+            rows.len()
+        ),
+    });
+    server.stop().await
+}
+
+/// P8: the browser client's bundle size.
+pub async fn wasm(report: &mut Report) -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-wasm/pkg");
+    let wasm = std::fs::read_dir(&root)
+        .with_context(|| format!("{} not built: run scripts/build-wasm.sh", root.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .context("no .wasm in client-wasm/pkg")?;
+    let raw = std::fs::metadata(&wasm)?.len();
+    let gz = std::process::Command::new("gzip")
+        .arg("-9c")
+        .arg(&wasm)
+        .output()?;
+    report.push(Row {
+        scenario: "P8 browser client".into(),
+        metric: "wasm bundle KiB gzipped".into(),
+        learnsync: Some(gz.stdout.len() as f64 / 1024.0),
+        reference: None,
+        lower_is_better: true,
+        note: format!(
+            "raw {:.0} KiB; target ≤ 1024 KiB gzipped",
+            raw as f64 / 1024.0
+        ),
+    });
+    Ok(())
+}

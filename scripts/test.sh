@@ -25,6 +25,9 @@ scripts/build-wasm.sh
 step "JavaScript test dependencies (pinned, from npm)"
 scripts/setup-js.sh
 
+step "server binary (process-level tests and the benchmark smoke run start it)"
+cargo build -p learnsync --locked
+
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast ${NEXTEST_ARGS:-}
 

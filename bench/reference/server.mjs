@@ -25,4 +25,13 @@ new Repo({
   peerId: `storage-server-${os.hostname()}`,
   sharePolicy: async () => false,
 });
-server.listen(port, "127.0.0.1", () => console.log(`listening ${port}`));
+// The adapter attaches its connection handler only once the Repo has loaded its storage id;
+// sockets accepted before that would be dropped, so listen only when it is there.
+const waitForAdapter = () => {
+  if (wss.listenerCount("connection") > 0) {
+    server.listen(port, "127.0.0.1", () => console.log(`listening ${port}`));
+  } else {
+    setTimeout(waitForAdapter, 10);
+  }
+};
+waitForAdapter();

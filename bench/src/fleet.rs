@@ -354,6 +354,11 @@ async fn run_device(
                             }
                         }
                     }
+                    // tungstenite queues the pong itself; flush so it leaves now even if this
+                    // device has nothing to send (servers drop peers that do not answer pings).
+                    Some(Ok(Message::Ping(_))) => {
+                        let _ = sink.flush().await;
+                    }
                     Some(Ok(Message::Close(_))) | None => bail!("connection closed by the server"),
                     Some(Err(e)) => bail!("socket error: {e}"),
                     Some(Ok(_)) => {}

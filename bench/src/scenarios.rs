@@ -568,29 +568,47 @@ pub async fn storage(opts: &Options, report: &mut Report) -> Result<()> {
     fleet.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let url = server.database_url().context("database url")?.to_string();
-    let rows: Vec<(String, Option<Vec<u8>>, i64)> = if url.starts_with("postgres") {
-        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
-        sqlx::query_as("SELECT d.id, d.snapshot, COALESCE((SELECT SUM(LENGTH(data)) FROM document_changes c WHERE c.doc_id = d.id), 0)::BIGINT FROM documents d")
-            .fetch_all(&mut c)
-            .await?
-    } else {
-        let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await?;
-        sqlx::query_as("SELECT d.id, d.snapshot, COALESCE((SELECT SUM(LENGTH(data)) FROM document_changes c WHERE c.doc_id = d.id), 0) FROM documents d")
-            .fetch_all(&mut c)
-            .await?
-    };
+    let (docs, changes): (Vec<(String, Option<Vec<u8>>)>, Vec<(String, Vec<u8>)>) =
+        if url.starts_with("postgres") {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+            (
+                sqlx::query_as("SELECT id, snapshot FROM documents")
+                    .fetch_all(&mut c)
+                    .await?,
+                sqlx::query_as("SELECT doc_id, data FROM document_changes ORDER BY seq")
+                    .fetch_all(&mut c)
+                    .await?,
+            )
+        } else {
+            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await?;
+            (
+                sqlx::query_as("SELECT id, snapshot FROM documents")
+                    .fetch_all(&mut c)
+                    .await?,
+                sqlx::query_as("SELECT doc_id, data FROM document_changes ORDER BY seq")
+                    .fetch_all(&mut c)
+                    .await?,
+            )
+        };
     let mut worst: f64 = 0.0;
     let mut total_stored = 0u64;
     let mut total_saved = 0u64;
-    for (_, snapshot, changes_bytes) in &rows {
-        let stored = snapshot.as_ref().map(|s| s.len() as u64).unwrap_or(0) + *changes_bytes as u64;
-        // Rebuild the document from what is stored and compare with its own save().
+    let mut compacted = 0;
+    for (id, snapshot) in &docs {
+        // Rebuild each document from exactly what is stored and compare with its own save().
         let mut doc = automerge::AutoCommit::new();
+        let mut stored = 0u64;
         if let Some(s) = snapshot {
             doc.load_incremental(s)?;
+            stored += s.len() as u64;
+            compacted += 1;
+        }
+        for (_, data) in changes.iter().filter(|(d, _)| d == id) {
+            doc.load_incremental(data)?;
+            stored += data.len() as u64;
         }
         let saved = doc.save().len() as u64;
-        if saved > 0 && *changes_bytes == 0 {
+        if saved > 0 {
             worst = worst.max(stored as f64 / saved as f64);
             total_stored += stored;
             total_saved += saved;
@@ -598,7 +616,7 @@ pub async fn storage(opts: &Options, report: &mut Report) -> Result<()> {
     }
     report.push(Row {
         scenario: "P7 storage".into(),
-        metric: "stored bytes ÷ save() bytes, compacted docs".into(),
+        metric: "stored bytes ÷ save() bytes, all documents".into(),
         learnsync: Some(if total_saved > 0 {
             total_stored as f64 / total_saved as f64
         } else {
@@ -607,8 +625,8 @@ pub async fn storage(opts: &Options, report: &mut Report) -> Result<()> {
         reference: None,
         lower_is_better: true,
         note: format!(
-            "{} documents, worst {worst:.2}, {unsettled} unsettled pairs",
-            rows.len()
+            "{} documents ({compacted} compacted at least once, the rest still change rows), worst {worst:.2}, {unsettled} unsettled pairs",
+            docs.len()
         ),
     });
     server.stop().await

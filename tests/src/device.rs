@@ -117,6 +117,10 @@ impl Device {
                                 drop(c);
                                 changed.notify_waiters();
                             }
+                            Some(Ok(Message::Ping(_))) => {
+                                // Send the pong tungstenite queued, even when idle.
+                                let _ = sink.flush().await;
+                            }
                             Some(Ok(Message::Close(frame))) => {
                                 close_reason = frame.map(|f| f.reason.to_string());
                                 break;

@@ -1,0 +1,341 @@
+// The LearnSync admin console: plain JavaScript over the REST API.
+"use strict";
+
+const api = LearnSyncApi;
+const $ = (sel) => document.querySelector(sel);
+
+// ---------------------------------------------------------------------------------------------
+// Login and tabs
+
+async function start() {
+  try {
+    const me = await api.get("/api/auth/me");
+    if (me.role !== "admin") {
+      showLogin("This console is for admins. Log in with an admin account.");
+      return;
+    }
+    $("#whoami").textContent = `${me.display_name} (${me.email || me.id})`;
+    $("#login-view").hidden = true;
+    $("#console").hidden = false;
+    selectTab("t-migrate");
+  } catch (e) {
+    showLogin(e.status === 401 ? "" : e.message);
+  }
+}
+
+function showLogin(message) {
+  $("#console").hidden = true;
+  $("#login-view").hidden = false;
+  $("#login-error").textContent = message || "";
+  $("#login-email").focus();
+}
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    await api.post("/api/auth/login", { email: $("#login-email").value, password: $("#login-password").value });
+    await start();
+  } catch (e) {
+    $("#login-error").textContent = e.message;
+  }
+});
+
+const tabs = Array.from(document.querySelectorAll('[role="tab"]'));
+const loaders = {
+  "t-migrate": loadRuns,
+  "t-sync": loadDevices,
+  "t-moderation": loadReports,
+  "t-logs": () => loadLogs(false),
+  "t-analytics": loadAnalytics,
+  "t-users": loadUsers,
+};
+
+function selectTab(id) {
+  for (const t of tabs) {
+    const on = t.id === id;
+    t.setAttribute("aria-selected", String(on));
+    t.tabIndex = on ? 0 : -1;
+    document.getElementById(t.getAttribute("aria-controls")).hidden = !on;
+  }
+  const load = loaders[id];
+  if (load) load().catch(showError);
+}
+
+tabs.forEach((t, i) => {
+  t.addEventListener("click", () => selectTab(t.id));
+  t.addEventListener("keydown", (ev) => {
+    let next = null;
+    if (ev.key === "ArrowRight") next = tabs[(i + 1) % tabs.length];
+    if (ev.key === "ArrowLeft") next = tabs[(i - 1 + tabs.length) % tabs.length];
+    if (ev.key === "Home") next = tabs[0];
+    if (ev.key === "End") next = tabs[tabs.length - 1];
+    if (next) { ev.preventDefault(); next.focus(); selectTab(next.id); }
+  });
+});
+
+function showError(e) {
+  const target = document.querySelector('[role="tabpanel"]:not([hidden]) .error') || $("#migrate-error");
+  if (e && e.status === 401) { showLogin("Your session ended; log in again."); return; }
+  target.textContent = e ? e.message : "";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Migration
+
+let lastRun = null;
+
+$("#migrate-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("#migrate-error").textContent = "";
+  const files = $("#migrate-files").files;
+  if (!files.length) return;
+  const form = new FormData();
+  for (const f of files) form.append("files", f, f.name);
+  const user = $("#migrate-user").value.trim();
+  if (user) form.append("user", user);
+  if ($("#migrate-dry").checked) form.append("dry_run", "true");
+  $("#migrate-start").disabled = true;
+  $("#migrate-progress").hidden = false;
+  setProgress(0, files.length, "uploading…");
+  try {
+    const started = await api.upload("/api/admin/migrations", form);
+    await follow(started.id);
+  } catch (e) {
+    $("#migrate-error").textContent = e.message;
+  } finally {
+    $("#migrate-start").disabled = false;
+  }
+});
+
+function setProgress(done, total, text) {
+  const pct = total ? Math.round((100 * done) / total) : 100;
+  $("#migrate-bar").value = pct;
+  $("#migrate-percent").textContent = `${pct} %`;
+  $("#migrate-status").textContent = text || `${done} of ${total} dumps`;
+}
+
+// Follows a run's live progress (server-sent events), falling back to polling.
+function follow(id) {
+  return new Promise((resolve) => {
+    const finish = (run) => { showRun(run); loadRuns().catch(showError); resolve(); };
+    let source;
+    try { source = new EventSource(`/api/admin/migrations/${encodeURIComponent(id)}/events`); } catch (_) { source = null; }
+    const poll = async () => {
+      const run = await api.get(`/api/admin/migrations/${encodeURIComponent(id)}`);
+      setProgress(run.dumps_done, run.dumps_total);
+      if (run.status === "running") setTimeout(() => poll().catch(showError), 500); else finish(run);
+    };
+    if (!source) { poll().catch(showError); return; }
+    source.addEventListener("progress", (ev) => {
+      const p = JSON.parse(ev.data);
+      setProgress(p.done, p.total, p.current ? `${p.done} of ${p.total} dumps — ${p.current}` : undefined);
+    });
+    source.addEventListener("finished", (ev) => { source.close(); finish(JSON.parse(ev.data)); });
+    source.onerror = () => { source.close(); poll().catch(showError); };
+  });
+}
+
+function showRun(run) {
+  lastRun = run;
+  setProgress(run.dumps_done, run.dumps_total, `${run.status}${run.dry_run ? " (dry run: nothing changed)" : ""}`);
+  const rows = [];
+  for (const dump of run.report || []) {
+    for (const k of dump.keys || []) {
+      rows.push(`<tr><td>${esc(dump.dump)}</td><td><code>${esc(k.key)}</code></td><td><span class="pill ${k.outcome === "skipped" ? "warn" : k.outcome === "failed" ? "bad" : "ok"}">${esc(k.outcome)}</span></td><td>${esc(k.count)}</td><td>${(k.notes || []).map(esc).join("<br>")}</td></tr>`);
+    }
+    if (dump.error) rows.push(`<tr><td>${esc(dump.dump)}</td><td colspan="4" class="bad">${esc(dump.error)}</td></tr>`);
+  }
+  $("#migrate-table tbody").innerHTML = rows.join("") || `<tr><td colspan="5" class="muted">Nothing to report.</td></tr>`;
+  $("#migrate-results").hidden = false;
+  $("#migrate-resync").disabled = run.dry_run || !(run.counts && run.counts.users && run.counts.users.length);
+}
+
+$("#migrate-resync").addEventListener("click", async () => {
+  if (!lastRun || !lastRun.counts || !lastRun.counts.users) return;
+  const users = lastRun.counts.users;
+  if (!confirm(`Force a full resync of ${users.length} user(s)?`)) return;
+  let done = 0;
+  for (const u of users) {
+    await api.post("/api/admin/sync", { user: u });
+    done += 1;
+  }
+  $("#migrate-resync-status").textContent = `resync sent to ${done} user(s)`;
+});
+
+async function loadRuns() {
+  const page = await api.get("/api/admin/migrations?limit=20");
+  $("#runs-table tbody").innerHTML = page.items.map((r) => {
+    const c = r.counts || {};
+    const counts = ["imported", "merged", "skipped", "unchanged"].filter((k) => c[k]).map((k) => `${k} ${c[k]}`).join(", ");
+    return `<tr><td>${fmtTime(r.started_at)}</td><td>${esc(r.source)}</td><td>${esc(r.label)}${r.dry_run ? " (dry run)" : ""}</td><td>${esc(r.status)}</td><td>${r.dumps_done}/${r.dumps_total}</td><td>${esc(counts)}</td></tr>`;
+  }).join("") || `<tr><td colspan="6" class="muted">No imports yet.</td></tr>`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync and devices
+
+$("#resync-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const user = $("#resync-user").value.trim();
+  const who = user === "all" ? "EVERY device of every user" : `every device of user ${user}`;
+  if (!confirm(`Force a full resync of ${who}? Unsynced changes on devices are kept and merged.`)) return;
+  try {
+    const r = await api.post("/api/admin/sync", { user });
+    $("#resync-status").textContent = `Sync epoch ${r.epoch}: ${r.devices_notified} connected device(s) told now; offline devices resync when they reconnect.`;
+  } catch (e) {
+    $("#resync-status").textContent = e.message;
+  }
+});
+
+$("#devices-refresh").addEventListener("click", () => loadDevices().catch(showError));
+
+async function loadDevices() {
+  const devices = await api.get("/api/admin/devices");
+  $("#devices-table tbody").innerHTML = devices.map((d) =>
+    `<tr><td>${esc(d.user_id)}</td><td>${esc(d.peer_id)}<br><span class="muted">${esc(d.user_agent)}</span></td><td>${esc(d.instance_id)}</td><td>${esc(d.remote_addr)}</td><td>${fmtTime(d.connected_at)}</td><td>${fmtTime(d.last_sync_at)}</td></tr>`
+  ).join("") || `<tr><td colspan="6" class="muted">No device is connected.</td></tr>`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Moderation
+
+$("#reports-status").addEventListener("change", () => loadReports().catch(showError));
+
+async function loadReports() {
+  const status = $("#reports-status").value;
+  const page = await api.get(`/api/admin/reports?limit=100${status ? `&status=${status}` : ""}`);
+  $("#reports-table tbody").innerHTML = page.items.map((r) => `
+    <tr data-id="${esc(r.id)}">
+      <td>${fmtTime(r.created_at)}</td><td>${esc(r.course_id)}</td>
+      <td>${esc(r.reason)}${r.details ? `<br><span class="muted">${esc(r.details)}</span>` : ""}</td>
+      <td>${esc(r.status)}</td><td>${esc(r.note || "")}</td>
+      <td>${r.status === "pending" ? `
+        <label class="sr-only" for="note-${esc(r.id)}">Note</label>
+        <textarea id="note-${esc(r.id)}" rows="2" placeholder="Note"></textarea>
+        <button type="button" data-act="resolved">Resolve</button>
+        <button type="button" data-act="dismissed">Dismiss</button>` : ""}</td>
+    </tr>`).join("") || `<tr><td colspan="6" class="muted">Nothing here.</td></tr>`;
+}
+
+$("#reports-table").addEventListener("click", async (ev) => {
+  const btn = ev.target.closest("button[data-act]");
+  if (!btn) return;
+  const row = btn.closest("tr");
+  const id = row.dataset.id;
+  const note = row.querySelector("textarea").value.trim();
+  try {
+    await api.post(`/api/admin/reports/${encodeURIComponent(id)}/resolve`, { status: btn.dataset.act, note: note || null });
+    await loadReports();
+  } catch (e) { showError(e); }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+
+let logsCursor = null;
+
+$("#logs-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadLogs(false).catch(showError); });
+$("#logs-more").addEventListener("click", () => loadLogs(true).catch(showError));
+
+async function loadLogs(more) {
+  const params = new URLSearchParams({ limit: "50" });
+  for (const [k, sel] of [["level", "#logs-level"], ["source", "#logs-source"], ["user_id", "#logs-user"]]) {
+    const v = $(sel).value.trim();
+    if (v) params.set(k, v);
+  }
+  for (const [k, sel] of [["from", "#logs-from"], ["to", "#logs-to"]]) {
+    const v = $(sel).value;
+    if (v) params.set(k, new Date(v).toISOString());
+  }
+  if (more && logsCursor) params.set("cursor", logsCursor);
+  const page = await api.get(`/api/admin/logs?${params}`);
+  const rows = page.items.map((l) =>
+    `<tr><td>${fmtTime(l.created_at)}</td><td class="${l.level === "error" ? "bad" : l.level === "warn" ? "warn" : ""}">${esc(l.level)}</td><td>${esc(l.source)}</td><td>${esc(l.message)}${l.context ? `<br><code class="muted">${esc(JSON.stringify(l.context)).slice(0, 300)}</code>` : ""}</td><td>${esc(l.user_id || "")}</td></tr>`).join("");
+  const body = $("#logs-table tbody");
+  if (more) body.insertAdjacentHTML("beforeend", rows); else body.innerHTML = rows || `<tr><td colspan="5" class="muted">No entries.</td></tr>`;
+  logsCursor = page.next_cursor;
+  $("#logs-more").hidden = !logsCursor;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Analytics: small SVG charts, no library.
+
+function barChart(points, label, max) {
+  if (!points.length) return `<p class="muted">No data yet.</p>`;
+  const w = 600, h = 200, pad = 28;
+  const top = max || Math.max(1, ...points.map((p) => p.value));
+  const bw = (w - pad) / points.length;
+  const bars = points.map((p, i) => {
+    const bh = ((h - pad) * p.value) / top;
+    const x = pad + i * bw;
+    return `<rect class="bar" x="${x + 1}" y="${h - pad - bh}" width="${Math.max(1, bw - 2)}" height="${bh}"><title>${esc(p.label)}: ${esc(p.value)}</title></rect>` +
+      (points.length <= 31 && (i % Math.ceil(points.length / 8) === 0) ? `<text x="${x}" y="${h - 10}">${esc(p.label)}</text>` : "");
+  }).join("");
+  return `<svg class="chart" viewBox="0 0 ${w} ${h}" role="img" aria-label="${esc(label)}">
+    <line class="axis" x1="${pad}" y1="${h - pad}" x2="${w}" y2="${h - pad}"/>
+    <text x="0" y="12">${esc(top)}</text><text x="0" y="${h - pad}">0</text>${bars}</svg>
+    <p class="sr-only">${points.map((p) => `${esc(p.label)}: ${esc(p.value)}`).join("; ")}</p>`;
+}
+
+function days(series) {
+  const byDay = new Map(series.points.map((p) => [p.day, p.count]));
+  const out = [];
+  const today = new Date();
+  for (let i = 29; i >= 0; i--) {
+    const d = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate() - i));
+    const key = d.toISOString().slice(0, 10);
+    out.push({ label: key.slice(5), value: byDay.get(key) || 0 });
+  }
+  return out;
+}
+
+async function loadAnalytics() {
+  const [enr, comp, active, courses] = await Promise.all([
+    api.get("/api/admin/analytics/enrollments?days=30"),
+    api.get("/api/admin/analytics/enrollments?days=30&metric=completions"),
+    api.get("/api/admin/analytics/active-users?days=30"),
+    api.get("/api/admin/analytics/courses?limit=20"),
+  ]);
+  $("#chart-enrollments").innerHTML = barChart(days(enr), "Enrollments per day");
+  $("#chart-completions").innerHTML = barChart(days(comp), "Completions per day");
+  $("#chart-active").innerHTML = barChart(days(active), "Active users per day");
+  $("#chart-progress").innerHTML = barChart(courses.map((c) => ({ label: c.title || c.course_id, value: Math.round(c.average_progress) })), "Average progress per course", 100);
+  $("#courses-table tbody").innerHTML = courses.map((c) =>
+    `<tr><td>${esc(c.title || c.course_id)}</td><td>${c.enrollments}</td><td>${c.active}</td><td>${c.completed}</td><td>${c.average_progress.toFixed(1)} %</td></tr>`
+  ).join("") || `<tr><td colspan="5" class="muted">No enrollments yet.</td></tr>`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users
+
+$("#users-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadUsers().catch(showError); });
+
+async function loadUsers() {
+  const params = new URLSearchParams({ limit: "50" });
+  if ($("#users-q").value.trim()) params.set("q", $("#users-q").value.trim());
+  if ($("#users-role").value) params.set("role", $("#users-role").value);
+  const page = await api.get(`/api/admin/users?${params}`);
+  $("#users-table tbody").innerHTML = page.items.map((u) => `
+    <tr data-id="${esc(u.id)}">
+      <td>${esc(u.display_name)}</td><td>${esc(u.email || "(placeholder)")}</td><td>${esc(u.legacy_id || "")}</td>
+      <td><label class="sr-only" for="role-${esc(u.id)}">Role</label>
+        <select id="role-${esc(u.id)}" data-act="role">${["learner", "teacher", "admin"].map((r) => `<option ${r === u.role ? "selected" : ""}>${r}</option>`).join("")}</select></td>
+      <td><button type="button" data-act="toggle">${u.disabled ? "Enable" : "Disable"}</button></td>
+      <td><code>${esc(u.id)}</code></td>
+    </tr>`).join("") || `<tr><td colspan="6" class="muted">No users.</td></tr>`;
+}
+
+$("#users-table").addEventListener("change", async (ev) => {
+  const sel = ev.target.closest('select[data-act="role"]');
+  if (!sel) return;
+  try { await api.patch(`/api/admin/users/${encodeURIComponent(sel.closest("tr").dataset.id)}`, { role: sel.value }); } catch (e) { showError(e); await loadUsers(); }
+});
+
+$("#users-table").addEventListener("click", async (ev) => {
+  const btn = ev.target.closest('button[data-act="toggle"]');
+  if (!btn) return;
+  const disabled = btn.textContent === "Disable";
+  try { await api.patch(`/api/admin/users/${encodeURIComponent(btn.closest("tr").dataset.id)}`, { disabled }); await loadUsers(); } catch (e) { showError(e); }
+});
+
+start();

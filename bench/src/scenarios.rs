@@ -568,28 +568,29 @@ pub async fn storage(opts: &Options, report: &mut Report) -> Result<()> {
     fleet.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let url = server.database_url().context("database url")?.to_string();
-    let (docs, changes): (Vec<(String, Option<Vec<u8>>)>, Vec<(String, Vec<u8>)>) =
-        if url.starts_with("postgres") {
-            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
-            (
-                sqlx::query_as("SELECT id, snapshot FROM documents")
-                    .fetch_all(&mut c)
-                    .await?,
-                sqlx::query_as("SELECT doc_id, data FROM document_changes ORDER BY seq")
-                    .fetch_all(&mut c)
-                    .await?,
-            )
-        } else {
-            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await?;
-            (
-                sqlx::query_as("SELECT id, snapshot FROM documents")
-                    .fetch_all(&mut c)
-                    .await?,
-                sqlx::query_as("SELECT doc_id, data FROM document_changes ORDER BY seq")
-                    .fetch_all(&mut c)
-                    .await?,
-            )
-        };
+    type Docs = Vec<(String, Option<Vec<u8>>)>;
+    type Changes = Vec<(String, Vec<u8>)>;
+    let (docs, changes): (Docs, Changes) = if url.starts_with("postgres") {
+        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+        (
+            sqlx::query_as("SELECT id, snapshot FROM documents")
+                .fetch_all(&mut c)
+                .await?,
+            sqlx::query_as("SELECT doc_id, data FROM document_changes ORDER BY seq")
+                .fetch_all(&mut c)
+                .await?,
+        )
+    } else {
+        let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await?;
+        (
+            sqlx::query_as("SELECT id, snapshot FROM documents")
+                .fetch_all(&mut c)
+                .await?,
+            sqlx::query_as("SELECT doc_id, data FROM document_changes ORDER BY seq")
+                .fetch_all(&mut c)
+                .await?,
+        )
+    };
     let mut worst: f64 = 0.0;
     let mut total_stored = 0u64;
     let mut total_saved = 0u64;

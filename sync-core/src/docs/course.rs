@@ -117,14 +117,32 @@ pub fn set_progress(
     percent: f64,
     now_ms: i64,
 ) -> Result<ProgressOutcome, DocError> {
+    set_progress_in(doc, None, percent, now_ms)
+}
+
+/// Raises the progress of a given attempt (the current one if `None`). The legacy import
+/// records into attempt 1: legacy progress belongs to the attempt the old app knew, and must
+/// not reappear in an attempt the user started over with.
+pub fn set_progress_in(
+    doc: &mut AutoCommit,
+    attempt_no: Option<u32>,
+    percent: f64,
+    now_ms: i64,
+) -> Result<ProgressOutcome, DocError> {
     if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
         return Err(DocError::InvalidValue {
             field: "progress".into(),
             reason: "must be a number from 0 to 100".into(),
         });
     }
+    if attempt_no == Some(0) {
+        return Err(DocError::InvalidValue {
+            field: "attempt".into(),
+            reason: "attempts are numbered from 1".into(),
+        });
+    }
     let progress_map = require_map(doc, "progress", EXPECTED)?;
-    let key = attempt(doc).to_string();
+    let key = attempt_no.unwrap_or_else(|| attempt(doc)).to_string();
     let current = max_f64(doc, &progress_map, &key).unwrap_or(0.0);
     if percent <= current {
         return Ok(ProgressOutcome::Kept { current });
@@ -278,6 +296,25 @@ mod tests {
         assert!(complete_lesson(&mut a, "l1", 7).unwrap());
         commit(&mut a, 7);
         assert_eq!(read(&a).unwrap().completed.len(), 1);
+    }
+
+    #[test]
+    fn progress_of_an_earlier_attempt_stays_out_of_the_current_one() {
+        let mut doc = device(1);
+        set_progress(&mut doc, 30.0, 1).unwrap();
+        restart(&mut doc, 2).unwrap();
+        assert_eq!(
+            set_progress_in(&mut doc, Some(1), 80.0, 3).unwrap(),
+            ProgressOutcome::Raised
+        );
+        assert_eq!(
+            set_progress_in(&mut doc, Some(1), 50.0, 4).unwrap(),
+            ProgressOutcome::Kept { current: 80.0 }
+        );
+        assert!(set_progress_in(&mut doc, Some(0), 10.0, 4).is_err());
+        commit(&mut doc, 4);
+        let p = read(&doc).unwrap();
+        assert_eq!((p.attempt, p.progress), (2, 0.0));
     }
 
     #[test]

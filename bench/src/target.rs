@@ -96,26 +96,19 @@ pub fn learnsync_binary() -> Result<PathBuf> {
     )
 }
 
-/// Installs the reference server's pinned npm packages if needed.
+/// Installs the reference server's pinned npm packages if needed, through
+/// `scripts/setup-js.sh`, which takes a lock: the smoke tests run as parallel processes and
+/// `npm ci` deletes `node_modules` before it installs.
 pub fn ensure_reference_installed() -> Result<PathBuf> {
-    let dir = workspace_root().join("bench/reference");
-    if !dir.join("node_modules/@automerge/automerge-repo").exists() {
-        let status = std::process::Command::new("npm")
-            .args([
-                "ci",
-                "--ignore-scripts",
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-            ])
-            .current_dir(&dir)
-            .status()
-            .context("running npm ci for the reference server (is Node.js installed?)")?;
-        if !status.success() {
-            bail!("npm ci failed in bench/reference");
-        }
+    let root = workspace_root();
+    let status = std::process::Command::new(root.join("scripts/setup-js.sh"))
+        .arg("bench/reference")
+        .status()
+        .context("running scripts/setup-js.sh for the reference server (is Node.js installed?)")?;
+    if !status.success() {
+        bail!("installing the reference server's npm packages in bench/reference failed");
     }
-    Ok(dir)
+    Ok(root.join("bench/reference"))
 }
 
 impl Server {

@@ -8,6 +8,7 @@
 //!   stores) out.
 //! - [`session`]: one server connection: handshake, sender checks, rate limits.
 //! - [`client`]: the device side: documents, sync with the server, events for the app.
+//! - [`import`]: the old app's `localStorage` dumps: parsed, then applied to a user's documents.
 //!
 //! Nothing in this crate reads the clock, draws randomness, opens a socket or touches a
 //! database: time and random bytes are parameters, I/O is described by returned values.
@@ -17,6 +18,7 @@ pub mod client;
 pub mod docs;
 pub mod hub;
 pub mod ids;
+pub mod import;
 pub mod session;
 pub mod wire;
 

@@ -24,6 +24,8 @@ pub struct Limits {
     pub client_logs: RateLimiter,
     /// Course reports per user.
     pub reports: RateLimiter,
+    /// Browser first-run legacy imports per user.
+    pub imports: RateLimiter,
 }
 
 impl Limits {
@@ -34,6 +36,7 @@ impl Limits {
             register: RateLimiter::new(config.registrations_per_minute, 60_000),
             client_logs: RateLimiter::new(config.client_logs_per_minute.max(1), 60_000),
             reports: RateLimiter::new(20, 60_000),
+            imports: RateLimiter::new(10, 60_000),
         }
     }
 }

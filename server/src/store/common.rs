@@ -773,6 +773,31 @@ macro_rules! impl_store {
                 row.as_ref().map(report_row).transpose()
             }
 
+            async fn legacy_rows_present(
+                &self,
+                report_ids: &[String],
+                log_keys: &[String],
+            ) -> StoreResult<(Vec<String>, Vec<String>)> {
+                let mut found = (Vec::new(), Vec::new());
+                for (table, column, keys, out) in [
+                    ("course_reports", "legacy_id", report_ids, &mut found.0),
+                    ("system_logs", "legacy_key", log_keys, &mut found.1),
+                ] {
+                    for chunk in keys.chunks(500) {
+                        let mut qb = QueryBuilder::<$db>::new(format!("SELECT {column} FROM {table} WHERE {column} IN ("));
+                        let mut list = qb.separated(", ");
+                        for key in chunk {
+                            list.push_bind(key.clone());
+                        }
+                        qb.push(")");
+                        for row in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
+                            out.push(row.try_get::<String, _>(0).map_err(map_err)?);
+                        }
+                    }
+                }
+                Ok(found)
+            }
+
             async fn insert_logs(&self, logs: &[NewLog]) -> StoreResult<u64> {
                 if logs.is_empty() {
                     return Ok(0);

@@ -537,6 +537,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Report>>;
 
     // ---- logs -----------------------------------------------------------------------------
+    /// Which of these legacy report ids and log keys are already stored (a dry-run import
+    /// reports them unchanged without writing).
+    async fn legacy_rows_present(
+        &self,
+        report_ids: &[String],
+        log_keys: &[String],
+    ) -> StoreResult<(Vec<String>, Vec<String>)>;
     /// Writes log entries; entries whose `legacy_key` exists are skipped. Returns how many
     /// were inserted.
     async fn insert_logs(&self, logs: &[NewLog]) -> StoreResult<u64>;

@@ -1,0 +1,843 @@
+//! The legacy `localStorage` import pipeline: one pipeline behind three entry points (the
+//! CLI's `learnsync import`, the admin page's `/api/admin/migrations`, the browser client's
+//! `/api/me/legacy-import`).
+//!
+//! `sync_core::import` decides everything (parsing, merge rules, idempotence); this module
+//! moves the results into storage: catalog, report and log rows through the store (inserted
+//! only when absent), document edits through the sync engine (stored, then fanned out to the
+//! user's connected devices like any other change), legacy users mapped to accounts (a
+//! passwordless placeholder for an id never seen), and every run recorded in `migration_runs`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use automerge::AutoCommit;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+use sync_core::docs::{DocSpec, create};
+use sync_core::import::{self, Dump, KeptValue, KeyReport, Outcome, Report, UserImport};
+use sync_core::{DocumentId, UserNamespace};
+use tokio::sync::broadcast;
+
+use crate::courses::CatalogCache;
+use crate::model::{
+    CourseKind, CourseStatus, Lesson, LogLevel, MigrationRun, ReportStatus, Role, RunSource,
+    RunStatus, Timestamp, now_ms,
+};
+use crate::store::{NewCourse, NewLog, NewReport, NewUser, Store, StoreError, UserRecord};
+use crate::sync::SyncEngine;
+
+/// Dumps imported at once: enough to keep the database and the hub shards busy, few enough
+/// that a large upload does not hold thousands of documents in memory.
+const CONCURRENCY: usize = 8;
+
+/// The `source` of log entries imported from `errorLog`.
+const LOG_SOURCE: &str = "legacy-import";
+
+mod files;
+pub mod routes;
+
+pub use files::{MAX_DUMPS, read_dumps};
+
+/// One dump to import: a name for the report (file name, zip entry) and its text, or why the
+/// file could not be read (recorded in the run like any other failed dump).
+#[derive(Debug, Clone)]
+pub struct DumpInput {
+    /// File name or zip entry.
+    pub name: String,
+    /// `JSON.stringify(localStorage)`, or why it could not be read.
+    pub text: Result<String, String>,
+}
+
+/// How to run an import.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Where it was started.
+    pub source: RunSource,
+    /// Who started it (an account id), if anyone.
+    pub actor_id: Option<String>,
+    /// A user every dump belongs to; otherwise each dump's own legacy user id decides.
+    pub user: Option<UserRecord>,
+    /// Report what would change and change nothing.
+    pub dry_run: bool,
+    /// What was imported, for the run list (file names).
+    pub label: String,
+}
+
+/// Progress of a run, after each dump.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Progress {
+    /// Dumps done.
+    pub done: usize,
+    /// Dumps in the run.
+    pub total: usize,
+    /// The dump just done.
+    pub current: String,
+}
+
+/// The report of one dump within a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct DumpReport {
+    /// File name or zip entry.
+    pub dump: String,
+    /// The account its settings went to.
+    pub user: Option<String>,
+    /// Per-key rows.
+    pub keys: Vec<KeyReport>,
+    /// Why the dump could not be imported at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Raw values kept in this record because no document could take them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<KeptValue>,
+}
+
+/// The import pipeline, shared by the three entry points.
+#[derive(Clone)]
+pub struct Importer {
+    store: Arc<dyn Store>,
+    sync: Arc<SyncEngine>,
+    catalog: Option<Arc<CatalogCache>>,
+}
+
+/// State shared by the dumps of one run.
+#[derive(Default)]
+struct RunShared {
+    /// Catalog ids known to be stored (saves a query per dump per course in bulk imports).
+    courses_present: Mutex<HashSet<String>>,
+    /// Placeholder accounts created by this run, by legacy id.
+    placeholders: Mutex<HashSet<String>>,
+    /// Whether this run inserted catalog rows (the catalog cache must be refreshed).
+    catalog_changed: std::sync::atomic::AtomicBool,
+}
+
+impl Importer {
+    /// An importer writing through `store` and `sync`.
+    pub fn new(store: Arc<dyn Store>, sync: Arc<SyncEngine>) -> Self {
+        Self {
+            store,
+            sync,
+            catalog: None,
+        }
+    }
+
+    /// Also refreshes this instance's cached catalog pages when a run adds courses (other
+    /// instances hear of it through the store's broadcast).
+    pub fn with_catalog(mut self, catalog: Arc<CatalogCache>) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
+    /// Starts a run: records it as running and returns it, so callers can hand out its id
+    /// before the work is done.
+    pub async fn begin(
+        &self,
+        dumps: usize,
+        options: &ImportOptions,
+    ) -> Result<MigrationRun, StoreError> {
+        let run = MigrationRun {
+            id: uuid::Uuid::new_v4().to_string(),
+            actor_id: options.actor_id.clone(),
+            source: options.source,
+            label: truncate(&options.label, 500),
+            status: RunStatus::Running,
+            dry_run: options.dry_run,
+            dumps_total: dumps as i64,
+            dumps_done: 0,
+            counts: json!({}),
+            report: json!([]),
+            errors: json!([]),
+            started_at: Timestamp::now(),
+            finished_at: None,
+        };
+        self.store.save_run(&run).await?;
+        Ok(run)
+    }
+
+    /// Imports `dumps` into the run `run` (from [`Importer::begin`]), calling `on_progress`
+    /// after each dump, and records the finished run. Per-dump failures are recorded, not
+    /// returned; only a failure to record the run itself is an error.
+    pub async fn run(
+        &self,
+        mut run: MigrationRun,
+        dumps: Vec<DumpInput>,
+        options: &ImportOptions,
+        mut on_progress: impl FnMut(&Progress) + Send,
+    ) -> Result<MigrationRun, StoreError> {
+        let total = dumps.len();
+        let shared = Arc::new(RunShared::default());
+        let mut totals = Report::new();
+        let mut reports = Vec::with_capacity(total);
+        let mut errors = Vec::new();
+        let mut users_changed: Vec<String> = Vec::new();
+        let mut failed_dumps = 0usize;
+        let now = now_ms();
+        let mut results = futures_util::stream::iter(dumps.into_iter().map(|dump| {
+            let shared = shared.clone();
+            let this = self.clone();
+            let options = options.clone();
+            async move { this.import_dump(dump, &options, &shared, now).await }
+        }))
+        .buffered(CONCURRENCY);
+        let mut done = 0;
+        let mut last_saved = std::time::Instant::now();
+        while let Some(outcome) = results.next().await {
+            done += 1;
+            if let Some(error) = &outcome.report.error {
+                failed_dumps += 1;
+                errors.push(json!({ "dump": outcome.report.dump, "error": error }));
+            }
+            totals.extend(outcome.report.keys.iter().cloned());
+            for user in outcome.changed_users {
+                if !users_changed.contains(&user) {
+                    users_changed.push(user);
+                }
+            }
+            let current = outcome.report.dump.clone();
+            reports.push(outcome.report);
+            on_progress(&Progress {
+                done,
+                total,
+                current,
+            });
+            // The run list shows progress too; at most a few writes per second.
+            if last_saved.elapsed() >= std::time::Duration::from_millis(500) && done < total {
+                run.dumps_done = done as i64;
+                self.store.save_run(&run).await?;
+                last_saved = std::time::Instant::now();
+            }
+        }
+        let failed_keys = totals.count(Outcome::Failed);
+        run.status = if total > 0 && failed_dumps == total {
+            RunStatus::Failed
+        } else if failed_dumps > 0 || failed_keys > 0 {
+            RunStatus::Partial
+        } else {
+            RunStatus::Succeeded
+        };
+        run.dumps_done = done as i64;
+        run.counts = json!({
+            "imported": totals.count(Outcome::Imported),
+            "merged": totals.count(Outcome::Merged),
+            "unchanged": totals.count(Outcome::Unchanged),
+            "skipped": totals.count(Outcome::Skipped),
+            "failed": failed_keys,
+            "dumps_failed": failed_dumps,
+            "placeholders": shared.placeholders.lock().map(|p| p.len()).unwrap_or(0),
+            "users": users_changed,
+        });
+        run.report = serde_json::to_value(&reports).unwrap_or_else(|_| json!([]));
+        run.errors = Json::Array(errors);
+        run.finished_at = Some(Timestamp::now());
+        self.store.save_run(&run).await?;
+        if shared
+            .catalog_changed
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            if let Some(catalog) = &self.catalog {
+                catalog.bump();
+            }
+            if let Err(e) = self.store.broadcast("catalog").await {
+                tracing::warn!(error = %e, "could not tell other instances the catalog changed");
+            }
+        }
+        Ok(run)
+    }
+
+    async fn import_dump(
+        &self,
+        input: DumpInput,
+        options: &ImportOptions,
+        shared: &RunShared,
+        now: i64,
+    ) -> DumpOutcome {
+        let mut outcome = DumpOutcome {
+            report: DumpReport {
+                dump: input.name.clone(),
+                user: None,
+                keys: Vec::new(),
+                error: None,
+                kept: Vec::new(),
+            },
+            changed_users: Vec::new(),
+        };
+        let parsed = match &input.text {
+            Ok(text) => import::parse(text).map_err(|e| e.to_string()),
+            Err(why) => Err(why.clone()),
+        };
+        let dump = match parsed {
+            Ok(dump) => dump,
+            Err(e) => {
+                outcome.report.error = Some(e);
+                return outcome;
+            }
+        };
+        drop(input);
+        let mut report = dump.report.clone();
+        match self
+            .import_parsed(&dump, options, shared, now, &mut report, &mut outcome)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, dump = %outcome.report.dump, "legacy import of a dump failed");
+                outcome.report.error = Some(match &e {
+                    StoreError::Database(_) => {
+                        "storage failed; run the import again to finish it".into()
+                    }
+                    other => other.to_string(),
+                });
+            }
+        }
+        outcome.report.keys = report.into_rows();
+        outcome
+    }
+
+    async fn import_parsed(
+        &self,
+        dump: &Dump,
+        options: &ImportOptions,
+        shared: &RunShared,
+        now: i64,
+        report: &mut Report,
+        outcome: &mut DumpOutcome,
+    ) -> Result<(), StoreError> {
+        // Who the dump's documents belong to.
+        let mut targets: Vec<(Target, UserImport)> = Vec::new();
+        let owner_legacy = dump.owner_hint();
+        let owner = match (&options.user, &owner_legacy) {
+            (Some(user), _) => Some(Target::Existing(user.clone())),
+            (None, Some(legacy)) => Some(
+                self.legacy_user(legacy, options.dry_run, shared, now)
+                    .await?,
+            ),
+            (None, None) => None,
+        };
+        match owner {
+            Some(owner) => {
+                outcome.report.user = Some(owner.label());
+                let import = match options.user {
+                    Some(_) => dump.for_user(None),
+                    None => dump.for_user(owner_legacy.as_deref()),
+                };
+                targets.push((owner, import));
+            }
+            None => {
+                // No single user: each named user gets their enrollments; the settings, raw
+                // values and unnamed enrollments wait in the run record for an admin to tie
+                // the dump to a user.
+                for legacy in dump.legacy_users() {
+                    let target = self
+                        .legacy_user(&legacy, options.dry_run, shared, now)
+                        .await?;
+                    targets.push((target, dump.for_user(Some(&legacy)).enrollments_only()));
+                }
+                let unowned = dump.for_user(None);
+                let why = "the dump names no single user; import it again tied to a user to apply this (kept in the run record)";
+                for key in ["theme", "language"] {
+                    let setting = if key == "theme" {
+                        &dump.theme
+                    } else {
+                        &dump.language
+                    };
+                    if let Some(s) = setting {
+                        report.record(key, Outcome::Skipped, Some(why.into()));
+                        outcome.report.kept.push(KeptValue {
+                            key: key.into(),
+                            report_key: key.into(),
+                            raw: s.raw.clone(),
+                            reason: why.into(),
+                        });
+                    }
+                }
+                for kept in unowned.kept() {
+                    report.record(&kept.report_key, Outcome::Skipped, None);
+                    outcome.report.kept.push(kept.clone());
+                }
+                if let Some(unnamed) = dump.enrollments.get(&None) {
+                    for e in unnamed.values() {
+                        let key = e.sources.first().copied().unwrap_or("userEnrollments");
+                        report.record(
+                            key,
+                            Outcome::Skipped,
+                            Some(format!("{}: names no user; {why}", e.course_id)),
+                        );
+                    }
+                    outcome.report.kept.push(KeptValue {
+                        key: "enrollments without a user".into(),
+                        report_key: "userEnrollments".into(),
+                        raw: serde_json::to_string(unnamed).unwrap_or_default(),
+                        reason: why.into(),
+                    });
+                }
+            }
+        }
+        let owner_id = targets
+            .first()
+            .and_then(|(t, _)| t.id().map(str::to_string));
+
+        self.import_catalog(dump, options.dry_run, shared, now, report)
+            .await?;
+        self.import_reports(dump, options.dry_run, now, report)
+            .await?;
+        self.import_logs(
+            dump,
+            owner_id.as_deref(),
+            &outcome.report.dump,
+            options.dry_run,
+            now,
+            report,
+        )
+        .await?;
+        for (target, import) in targets {
+            let rows = self
+                .import_documents(&target, import, options.dry_run, now)
+                .await;
+            let changed = rows.iter().any(|r| r.outcome.is_change() && r.count > 0);
+            if changed && let Some(id) = target.id() {
+                outcome.changed_users.push(id.to_string());
+            }
+            report.extend(rows);
+        }
+        Ok(())
+    }
+
+    /// The account of a legacy user id, creating a passwordless placeholder the first time
+    /// (not in a dry run).
+    async fn legacy_user(
+        &self,
+        legacy: &str,
+        dry_run: bool,
+        shared: &RunShared,
+        now: i64,
+    ) -> Result<Target, StoreError> {
+        if let Some(user) = self.store.user_by_legacy_id(legacy).await? {
+            return Ok(Target::Existing(user));
+        }
+        if dry_run {
+            return Ok(Target::WouldCreate(legacy.to_string()));
+        }
+        let (user, created) = self
+            .store
+            .ensure_legacy_user(&NewUser {
+                id: crate::auth::routes::new_id(),
+                email: None,
+                display_name: truncate(&format!("Legacy user {legacy}"), 100),
+                password_hash: None,
+                role: Role::Learner,
+                legacy_id: Some(legacy.to_string()),
+                doc_seed: crate::auth::routes::new_doc_seed(),
+                now,
+            })
+            .await?;
+        if created && let Ok(mut p) = shared.placeholders.lock() {
+            p.insert(legacy.to_string());
+        }
+        Ok(Target::Existing(user))
+    }
+
+    async fn import_catalog(
+        &self,
+        dump: &Dump,
+        dry_run: bool,
+        shared: &RunShared,
+        now: i64,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
+        let mut authors: HashMap<String, Option<String>> = HashMap::new();
+        for entry in &dump.catalog {
+            let known = shared
+                .courses_present
+                .lock()
+                .map(|s| s.contains(&entry.id))
+                .unwrap_or(false);
+            if known {
+                report.record(entry.source, Outcome::Unchanged, None);
+                continue;
+            }
+            let mut extra = entry.extra.clone();
+            let author_id = match &entry.author {
+                None => None,
+                Some(legacy) => {
+                    let id = match authors.get(legacy) {
+                        Some(id) => id.clone(),
+                        None => {
+                            let id = self
+                                .store
+                                .user_by_legacy_id(legacy)
+                                .await?
+                                .map(|u| u.user.id);
+                            authors.insert(legacy.clone(), id.clone());
+                            id
+                        }
+                    };
+                    if id.is_none() {
+                        // The author has no account: kept, so an admin can assign it later.
+                        extra.insert("legacyAuthorId".into(), Json::String(legacy.clone()));
+                    }
+                    id
+                }
+            };
+            let inserted = if dry_run {
+                self.store.course(&entry.id).await?.is_none()
+            } else {
+                let course = NewCourse {
+                    id: entry.id.clone(),
+                    kind: match entry.kind {
+                        import::CatalogKind::Course => CourseKind::Course,
+                        import::CatalogKind::Subject => CourseKind::Subject,
+                    },
+                    title: entry.title.clone(),
+                    description: entry.description.clone(),
+                    category: entry.category.clone(),
+                    level: entry.level.clone(),
+                    status: match entry.status {
+                        import::CatalogStatus::Draft => CourseStatus::Draft,
+                        import::CatalogStatus::Published => CourseStatus::Published,
+                        import::CatalogStatus::Archived => CourseStatus::Archived,
+                    },
+                    author_id,
+                    lessons: entry
+                        .lessons
+                        .iter()
+                        .map(|l| Lesson {
+                            id: l.id.clone(),
+                            title: l.title.clone(),
+                        })
+                        .collect(),
+                    extra: Json::Object(extra),
+                    created_at: entry.created_at.unwrap_or(now),
+                    now,
+                };
+                let inserted = self.store.insert_course_if_absent(&course).await?;
+                if inserted {
+                    shared
+                        .catalog_changed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                inserted
+            };
+            if (!dry_run || !inserted)
+                && let Ok(mut s) = shared.courses_present.lock()
+            {
+                s.insert(entry.id.clone());
+            }
+            if inserted {
+                report.record(entry.source, Outcome::Imported, None);
+            } else {
+                report.record(entry.source, Outcome::Unchanged, None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn import_reports(
+        &self,
+        dump: &Dump,
+        dry_run: bool,
+        now: i64,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
+        if dump.reports.is_empty() {
+            return Ok(());
+        }
+        let present: HashSet<String> = if dry_run {
+            let ids: Vec<String> = dump.reports.iter().map(|r| r.legacy_id.clone()).collect();
+            self.store
+                .legacy_rows_present(&ids, &[])
+                .await?
+                .0
+                .into_iter()
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        for r in &dump.reports {
+            let mut extra = r.extra.clone();
+            let reporter_id = self
+                .map_user(r.reporter.as_deref(), "legacyReporterId", &mut extra)
+                .await?;
+            let resolved_by = self
+                .map_user(r.resolved_by.as_deref(), "legacyResolvedBy", &mut extra)
+                .await?;
+            let decided = extra.contains_key("decidedIn");
+            let inserted = if dry_run {
+                !present.contains(&r.legacy_id)
+            } else {
+                self.store
+                    .insert_report_if_absent(&NewReport {
+                        id: crate::auth::routes::new_id(),
+                        course_id: r.course_id.clone(),
+                        reporter_id,
+                        reason: r.reason.clone(),
+                        details: r.details.clone(),
+                        status: match r.state {
+                            import::ReportState::Pending => ReportStatus::Pending,
+                            import::ReportState::Resolved => ReportStatus::Resolved,
+                            import::ReportState::Dismissed => ReportStatus::Dismissed,
+                        },
+                        note: r.note.clone(),
+                        resolved_by,
+                        resolved_at: r.resolved_at,
+                        legacy_id: Some(r.legacy_id.clone()),
+                        extra: Json::Object(extra),
+                        created_at: r.created_at.unwrap_or(now),
+                    })
+                    .await?
+            };
+            let outcome = if inserted {
+                Outcome::Imported
+            } else {
+                Outcome::Unchanged
+            };
+            report.record("moderationQueue", outcome, None);
+            if decided {
+                let outcome = if inserted {
+                    Outcome::Merged
+                } else {
+                    Outcome::Unchanged
+                };
+                report.record("moderationData", outcome, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps a legacy user id to an account id; an id without an account is kept in `extra`.
+    async fn map_user(
+        &self,
+        legacy: Option<&str>,
+        field: &str,
+        extra: &mut serde_json::Map<String, Json>,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(legacy) = legacy else {
+            return Ok(None);
+        };
+        match self.store.user_by_legacy_id(legacy).await? {
+            Some(user) => Ok(Some(user.user.id)),
+            None => {
+                extra.insert(field.into(), Json::String(legacy.to_string()));
+                Ok(None)
+            }
+        }
+    }
+
+    async fn import_logs(
+        &self,
+        dump: &Dump,
+        owner_id: Option<&str>,
+        dump_name: &str,
+        dry_run: bool,
+        now: i64,
+        report: &mut Report,
+    ) -> Result<(), StoreError> {
+        if dump.logs.is_empty() {
+            return Ok(());
+        }
+        // The same entry in two users' dumps is two entries; in one user's dumps, one.
+        let scope = owner_id.unwrap_or("-");
+        let logs: Vec<NewLog> = dump
+            .logs
+            .iter()
+            .map(|l| {
+                let mut context = l.context.clone();
+                context.insert("dump".into(), Json::String(dump_name.to_string()));
+                NewLog {
+                    level: match l.level {
+                        import::LogSeverity::Debug => LogLevel::Debug,
+                        import::LogSeverity::Info => LogLevel::Info,
+                        import::LogSeverity::Warn => LogLevel::Warn,
+                        import::LogSeverity::Error => LogLevel::Error,
+                    },
+                    source: LOG_SOURCE.into(),
+                    message: truncate(&l.message, 4000),
+                    context: Some(Json::Object(context)),
+                    user_id: owner_id.map(str::to_string),
+                    request_id: None,
+                    legacy_key: Some(format!("{scope}:{}", l.fingerprint)),
+                    created_at: l.created_at.unwrap_or(now),
+                }
+            })
+            .collect();
+        let inserted = if dry_run {
+            let keys: Vec<String> = logs.iter().filter_map(|l| l.legacy_key.clone()).collect();
+            let present = self.store.legacy_rows_present(&[], &keys).await?.1.len();
+            (logs.len() - present.min(logs.len())) as u64
+        } else {
+            self.store.insert_logs(&logs).await?
+        };
+        let total = logs.len() as u64;
+        if inserted > 0 {
+            report.add("errorLog", Outcome::Imported, inserted, None);
+        }
+        if total > inserted {
+            report.add("errorLog", Outcome::Unchanged, total - inserted, None);
+        }
+        Ok(())
+    }
+
+    /// Applies one user's part to their documents: through the sync engine (stored, then
+    /// sent to their devices), or in a dry run to copies loaded from storage.
+    async fn import_documents(
+        &self,
+        target: &Target,
+        import: UserImport,
+        dry_run: bool,
+        now: i64,
+    ) -> Vec<KeyReport> {
+        let import = Arc::new(import);
+        let mut steps: Vec<DocSpec> = Vec::new();
+        if import.has_preferences() {
+            steps.push(DocSpec::Preferences);
+        }
+        if !import.enrollments().is_empty() {
+            steps.push(DocSpec::Learning);
+        }
+        for course_id in import.course_ids() {
+            steps.push(DocSpec::Course { course_id });
+        }
+        let mut report = Report::new();
+        for spec in steps {
+            let apply = {
+                let import = import.clone();
+                let spec = spec.clone();
+                move |doc: &mut AutoCommit| match &spec {
+                    DocSpec::Preferences => import.apply_preferences(doc, now),
+                    DocSpec::Learning => import.apply_learning(doc, now),
+                    DocSpec::Course { course_id } => import.apply_course(course_id, doc, now),
+                }
+            };
+            let result = match (target, dry_run) {
+                (Target::Existing(user), false) => self
+                    .sync
+                    .edit(user, spec.clone(), apply)
+                    .await
+                    .map_err(|e| e.to_string()),
+                (Target::Existing(user), true) => {
+                    let ns = UserNamespace::from_bytes(user.doc_seed);
+                    match self.stored_copy(&spec, &spec.document_id(&ns)).await {
+                        Ok(mut doc) => apply(&mut doc).map_err(|e| e.to_string()),
+                        Err(e) => Err(e),
+                    }
+                }
+                (Target::WouldCreate(_), _) => match create(&spec, [0xd7; 16]) {
+                    Ok(mut doc) => apply(&mut doc).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            match result {
+                Ok(rows) => report.extend(rows),
+                Err(why) => {
+                    let key = match &spec {
+                        DocSpec::Preferences => "preferences".to_string(),
+                        DocSpec::Learning => "userEnrollments".to_string(),
+                        DocSpec::Course { course_id } => {
+                            format!("userEnrollments/progress ({course_id})")
+                        }
+                    };
+                    tracing::warn!(error = %why, user = %target.label(), "legacy import could not change a document");
+                    report.record(&key, Outcome::Failed, Some(why));
+                }
+            }
+        }
+        report.into_rows()
+    }
+
+    /// A private copy of a stored document (a dry run edits it and throws it away).
+    async fn stored_copy(&self, spec: &DocSpec, id: &DocumentId) -> Result<AutoCommit, String> {
+        let stored = self
+            .store
+            .load_document(&id.to_string())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut doc = create(spec, [0xd7; 16]).map_err(|e| e.to_string())?;
+        if let Some(stored) = stored {
+            for chunk in &stored.chunks {
+                // A corrupt chunk must not hide the others (as when the hub loads it).
+                let _ = doc.load_incremental(chunk);
+            }
+        }
+        Ok(doc)
+    }
+}
+
+/// The account a dump's documents go to.
+enum Target {
+    /// An account (possibly a placeholder this run created).
+    Existing(UserRecord),
+    /// A placeholder a real run would create (dry run).
+    WouldCreate(String),
+}
+
+impl Target {
+    fn id(&self) -> Option<&str> {
+        match self {
+            Target::Existing(u) => Some(&u.user.id),
+            Target::WouldCreate(_) => None,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Target::Existing(u) => u.user.id.clone(),
+            Target::WouldCreate(legacy) => format!("(new placeholder for legacy user {legacy})"),
+        }
+    }
+}
+
+struct DumpOutcome {
+    report: DumpReport,
+    changed_users: Vec<String>,
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((at, _)) => s[..at].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// Running import jobs: progress events for the admin page's live view.
+#[derive(Debug, Default)]
+pub struct ImportJobs {
+    running: std::sync::Mutex<HashMap<String, broadcast::Sender<JobEvent>>>,
+}
+
+/// An event of a running job, as the admin page's event stream sends it.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    /// After each dump.
+    Progress(Progress),
+    /// The finished run.
+    Finished(Box<MigrationRun>),
+}
+
+impl ImportJobs {
+    /// Subscribes to a running job's events, if it is running here.
+    pub fn subscribe(&self, run_id: &str) -> Option<broadcast::Receiver<JobEvent>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run_id)
+            .map(broadcast::Sender::subscribe)
+    }
+
+    /// Registers a job; events sent on the returned sender reach subscribers.
+    pub fn start(&self, run_id: &str) -> broadcast::Sender<JobEvent> {
+        let (tx, _) = broadcast::channel(256);
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(run_id.to_string(), tx.clone());
+        tx
+    }
+
+    /// Forgets a finished job.
+    pub fn finish(&self, run_id: &str) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(run_id);
+    }
+}

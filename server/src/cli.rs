@@ -34,6 +34,8 @@ pub enum Command {
     /// Administration tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Import legacy `localStorage` dumps (the old learnMode app's data).
+    Import(crate::imports::cli::ImportArgs),
 }
 
 /// Just the database.
@@ -83,6 +85,9 @@ pub enum CliError {
     /// Bad input.
     #[error("{0}")]
     Input(String),
+    /// An import finished, but not everything could be imported (the run record has details).
+    #[error("{0}")]
+    ImportFailed(String),
     /// I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -117,6 +122,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             app.run_until_stopped().await?;
             Ok(())
         }
+        Command::Import(args) => crate::imports::cli::run(args).await,
         Command::Migrate(db) => {
             let connected = crate::store::connect(&db.database_url, 2, "cli").await?;
             connected.store().migrate().await?;

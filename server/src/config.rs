@@ -99,6 +99,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// The defaults (with `LEARNSYNC_*` environment variables applied), for commands other than
+    /// `serve` that run parts of the server, such as `import`.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Defaults as clap::Parser>::try_parse_from(["learnsync"])
+            .map(|d| d.config)
+            .unwrap_or_else(|_| Self::for_tests("sqlite://learnsync.db?mode=rwc"))
+    }
+
     /// The defaults, pointing at `database_url` and listening on a random local port (tests).
     pub fn for_tests(database_url: &str) -> Self {
         Self {

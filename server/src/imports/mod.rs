@@ -35,6 +35,7 @@ const CONCURRENCY: usize = 8;
 /// The `source` of log entries imported from `errorLog`.
 const LOG_SOURCE: &str = "legacy-import";
 
+pub mod cli;
 mod files;
 pub mod routes;
 
@@ -352,7 +353,13 @@ impl Importer {
                     }
                 }
                 for kept in unowned.kept() {
-                    report.record(&kept.report_key, Outcome::Skipped, None);
+                    // Counted as skipped by the parse already.
+                    report.add(
+                        &kept.report_key,
+                        Outcome::Skipped,
+                        0,
+                        Some("kept in the run record".into()),
+                    );
                     outcome.report.kept.push(kept.clone());
                 }
                 if let Some(unnamed) = dump.enrollments.get(&None) {
@@ -379,7 +386,7 @@ impl Importer {
 
         self.import_catalog(dump, options.dry_run, shared, now, report)
             .await?;
-        self.import_reports(dump, options.dry_run, now, report)
+        self.import_reports(dump, options.dry_run, shared, now, report)
             .await?;
         self.import_logs(
             dump,
@@ -464,18 +471,16 @@ impl Importer {
                         Some(id) => id.clone(),
                         None => {
                             let id = self
-                                .store
-                                .user_by_legacy_id(legacy)
+                                .legacy_user(legacy, dry_run, shared, now)
                                 .await?
-                                .map(|u| u.user.id);
+                                .id()
+                                .map(str::to_string);
                             authors.insert(legacy.clone(), id.clone());
                             id
                         }
                     };
-                    if id.is_none() {
-                        // The author has no account: kept, so an admin can assign it later.
-                        extra.insert("legacyAuthorId".into(), Json::String(legacy.clone()));
-                    }
+                    // The old app's id stays with the entry, whatever account it maps to.
+                    extra.insert("legacyAuthorId".into(), Json::String(legacy.clone()));
                     id
                 }
             };
@@ -536,6 +541,7 @@ impl Importer {
         &self,
         dump: &Dump,
         dry_run: bool,
+        shared: &RunShared,
         now: i64,
         report: &mut Report,
     ) -> Result<(), StoreError> {
@@ -556,10 +562,24 @@ impl Importer {
         for r in &dump.reports {
             let mut extra = r.extra.clone();
             let reporter_id = self
-                .map_user(r.reporter.as_deref(), "legacyReporterId", &mut extra)
+                .map_user(
+                    r.reporter.as_deref(),
+                    "legacyReporterId",
+                    &mut extra,
+                    dry_run,
+                    shared,
+                    now,
+                )
                 .await?;
             let resolved_by = self
-                .map_user(r.resolved_by.as_deref(), "legacyResolvedBy", &mut extra)
+                .map_user(
+                    r.resolved_by.as_deref(),
+                    "legacyResolvedBy",
+                    &mut extra,
+                    dry_run,
+                    shared,
+                    now,
+                )
                 .await?;
             let decided = extra.contains_key("decidedIn");
             let inserted = if dry_run {
@@ -604,23 +624,26 @@ impl Importer {
         Ok(())
     }
 
-    /// Maps a legacy user id to an account id; an id without an account is kept in `extra`.
+    /// Maps a legacy user id to an account id (a placeholder for an id never seen; none in a
+    /// dry run); the old id stays in `extra`.
     async fn map_user(
         &self,
         legacy: Option<&str>,
         field: &str,
         extra: &mut serde_json::Map<String, Json>,
+        dry_run: bool,
+        shared: &RunShared,
+        now: i64,
     ) -> Result<Option<String>, StoreError> {
         let Some(legacy) = legacy else {
             return Ok(None);
         };
-        match self.store.user_by_legacy_id(legacy).await? {
-            Some(user) => Ok(Some(user.user.id)),
-            None => {
-                extra.insert(field.into(), Json::String(legacy.to_string()));
-                Ok(None)
-            }
-        }
+        extra.insert(field.into(), Json::String(legacy.to_string()));
+        Ok(self
+            .legacy_user(legacy, dry_run, shared, now)
+            .await?
+            .id()
+            .map(str::to_string))
     }
 
     async fn import_logs(

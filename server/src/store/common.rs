@@ -1,6 +1,7 @@
 //! The queries both backends share. `impl_store!` expands to the full `Store` implementation
 //! for one backend; the few backend-specific pieces are inherent items of the store type:
-//! `BACKEND`, `FOR_UPDATE` (row locks, empty on SQLite, which has one writer), `migrator()`,
+//! `BACKEND`, `FOR_UPDATE` (row locks, empty on SQLite, which has one writer), `BEGIN_WRITE`
+//! (how a write transaction starts), `migrator()`,
 //! `push_search()` and `search_is_selective()` (full-text search and the plan for it) and
 //! `notify()` (cross-instance fan-out).
 
@@ -376,7 +377,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_user(&self, id: &str) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 for sql in [
                     "DELETE FROM devices WHERE user_id = $1",
                     "DELETE FROM system_logs WHERE user_id = $1",
@@ -406,7 +407,7 @@ macro_rules! impl_store {
                         Ok(row.try_get("sync_epoch")?)
                     }
                     None => {
-                        let mut tx = self.pool.begin().await.map_err(map_err)?;
+                        let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                         sqlx::query(
                             "INSERT INTO server_meta (key, value) VALUES ('global_sync_epoch', '1') \
                              ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(server_meta.value AS BIGINT) + 1 AS TEXT)",
@@ -1024,7 +1025,7 @@ macro_rules! impl_store {
             }
 
             async fn store_writes(&self, writes: &[DocWrite], now: i64) -> StoreResult<Vec<WriteOutcome>> {
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 let mut outcomes = Vec::with_capacity(writes.len());
                 let mut notes = Vec::new();
                 for w in writes {
@@ -1120,7 +1121,7 @@ macro_rules! impl_store {
             }
 
             async fn compact_document(&self, id: &str) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 // Lock the document row: writers update it before inserting changes, so no change
                 // commits for this document while we fold its changes.
                 let Some(row) = sqlx::query(&format!("SELECT snapshot FROM documents WHERE id = $1 {}", Self::FOR_UPDATE))
@@ -1200,7 +1201,7 @@ macro_rules! impl_store {
                 if states.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 for s in states {
                     // Only for documents that exist (a state for a never-stored document is moot).
                     sqlx::query(
@@ -1255,7 +1256,7 @@ macro_rules! impl_store {
             }
 
             async fn remove_instance(&self, id: &str) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 sqlx::query("DELETE FROM devices WHERE instance_id = $1").bind(id).execute(&mut *tx).await.map_err(map_err)?;
                 sqlx::query("DELETE FROM instances WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
@@ -1263,7 +1264,7 @@ macro_rules! impl_store {
             }
 
             async fn reap_instances(&self, before: i64) -> StoreResult<u64> {
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 sqlx::query("DELETE FROM devices WHERE instance_id IN (SELECT id FROM instances WHERE heartbeat_at < $1)")
                     .bind(before)
                     .execute(&mut *tx)
@@ -1307,7 +1308,7 @@ macro_rules! impl_store {
                 if seen.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 for (conn, at) in seen {
                     sqlx::query("UPDATE devices SET last_sync_at = $2 WHERE conn_id = $1")
                         .bind(conn)

@@ -31,6 +31,8 @@ impl PgStore {
     const BACKEND: Backend = Backend::Postgres;
     /// Serialises writers and compaction of one document.
     const FOR_UPDATE: &'static str = "FOR UPDATE";
+    /// Write transactions start plainly; rows are locked with `FOR_UPDATE` where needed.
+    const BEGIN_WRITE: &'static str = "BEGIN";
 
     /// Connects a pool. Connections are checked before use so that a database that went away
     /// and came back is picked up again.

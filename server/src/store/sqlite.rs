@@ -22,6 +22,10 @@ impl SqliteStore {
     const BACKEND: Backend = Backend::Sqlite;
     /// SQLite has one writer at a time; transactions are already serialised.
     const FOR_UPDATE: &'static str = "";
+    /// Write transactions take the write lock at once. A deferred transaction that reads first
+    /// fails with SQLITE_BUSY, without waiting for the busy timeout, when it later tries to
+    /// write while another connection holds the lock.
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
 
     /// Opens (creating if needed) the database file.
     pub async fn connect(url: &str) -> StoreResult<Self> {

@@ -135,6 +135,8 @@ impl UserImport {
             }
         }
         let mut kept_here = 0;
+        // Parsing already counted these values as skipped (in the dump's own report); here
+        // they only gain a note saying where they are kept.
         for kept in &self.kept {
             let fits = kept.raw.len() <= MAX_KEPT_IN_DOCUMENT;
             if fits
@@ -143,11 +145,17 @@ impl UserImport {
             {
                 keep(doc, &mut legacy, &kept.key, &kept.raw)?;
                 kept_here += 1;
-                report.record(&kept.report_key, Outcome::Skipped, None);
-            } else {
-                report.record(
+                report.add(
                     &kept.report_key,
                     Outcome::Skipped,
+                    0,
+                    Some("kept raw in the preferences document".into()),
+                );
+            } else {
+                report.add(
+                    &kept.report_key,
+                    Outcome::Skipped,
+                    0,
                     Some(format!(
                         "{}: kept in the run record only (too large for a document)",
                         kept.key

@@ -165,7 +165,8 @@ fn messy_fixture_keeps_what_it_cannot_map() {
     assert!(dump.logs.is_empty());
 
     let mut docs = Docs::new();
-    let report = docs.apply(&import);
+    let mut report = dump.report.clone();
+    report.extend(docs.apply(&import).into_rows());
     assert_eq!(
         preferences::theme(&docs.preferences).unwrap().as_deref(),
         Some("light")

@@ -105,7 +105,8 @@ pub struct Importer {
 /// State shared by the dumps of one run.
 #[derive(Default)]
 struct RunShared {
-    /// Catalog ids known to be stored (saves a query per dump per course in bulk imports).
+    /// Catalog ids already handled by a dump of this run (saves a query per dump per course in
+    /// bulk imports, and makes a dry run count each id once).
     courses_present: Mutex<HashSet<String>>,
     /// Placeholder accounts created by this run, by legacy id.
     placeholders: Mutex<HashSet<String>>,
@@ -454,12 +455,14 @@ impl Importer {
     ) -> Result<(), StoreError> {
         let mut authors: HashMap<String, Option<String>> = HashMap::new();
         for entry in &dump.catalog {
-            let known = shared
+            // The first dump of the run to name an id claims it; the others report it unchanged
+            // (in a dry run too, which then predicts the real run exactly).
+            let claimed = shared
                 .courses_present
                 .lock()
-                .map(|s| s.contains(&entry.id))
-                .unwrap_or(false);
-            if known {
+                .map(|mut s| s.insert(entry.id.clone()))
+                .unwrap_or(true);
+            if !claimed {
                 report.record(entry.source, Outcome::Unchanged, None);
                 continue;
             }
@@ -523,11 +526,6 @@ impl Importer {
                 }
                 inserted
             };
-            if (!dry_run || !inserted)
-                && let Ok(mut s) = shared.courses_present.lock()
-            {
-                s.insert(entry.id.clone());
-            }
             if inserted {
                 report.record(entry.source, Outcome::Imported, None);
             } else {

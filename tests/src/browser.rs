@@ -69,6 +69,8 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
     "--window-size=1280,900",
 ];
 
+/// The key of an element reference in WebDriver answers.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// How often [`Browser::wait_for`] evaluates its condition.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// Upper bound for one WebDriver command (a new session starts a browser: seconds).
@@ -437,6 +439,104 @@ impl Browser {
             .as_str()
             .map(str::to_string)
             .with_context(|| format!("URL is not a string: {value}"))
+    }
+
+    /// The WebDriver reference of the first element matching the CSS selector `css`.
+    async fn element(&self, css: &str) -> Result<String> {
+        let value = self
+            .command(
+                reqwest::Method::POST,
+                "/element",
+                Some(&json!({ "using": "css selector", "value": css })),
+            )
+            .await
+            .with_context(|| format!("finding `{css}`"))?;
+        value
+            .get(ELEMENT_KEY)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .with_context(|| format!("no element reference for `{css}` in {value}"))
+    }
+
+    /// Clicks the element matching `css` the way a user does (scrolled into view, hit-tested;
+    /// fails when something else would get the click). Clicking an `<option>` selects it.
+    pub async fn click(&self, css: &str) -> Result<()> {
+        let id = self.element(css).await?;
+        self.command(reqwest::Method::POST, &format!("/element/{id}/click"), None)
+            .await
+            .with_context(|| format!("clicking `{css}`"))?;
+        Ok(())
+    }
+
+    /// Types `text` into the element matching `css` (focusing it first), as keystrokes. WebDriver
+    /// key codes (`\u{E004}` Tab, `\u{E007}` Enter, …) press those keys.
+    pub async fn type_into(&self, css: &str, text: &str) -> Result<()> {
+        let id = self.element(css).await?;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(&json!({ "text": text })),
+        )
+        .await
+        .with_context(|| format!("typing into `{css}`"))?;
+        Ok(())
+    }
+
+    /// Chooses files in the `<input type=file>` matching `css`, as a user picking them in the
+    /// file dialog (`change` fires). Several files need the `multiple` attribute; a file input
+    /// that already holds files gets these added, so clear it first to replace them.
+    pub async fn choose_files(&self, css: &str, files: &[PathBuf]) -> Result<()> {
+        let mut paths = Vec::with_capacity(files.len());
+        for file in files {
+            let path = file
+                .canonicalize()
+                .with_context(|| format!("file to upload {}", file.display()))?;
+            paths.push(path.display().to_string());
+        }
+        self.type_into(css, &paths.join("\n")).await
+    }
+
+    /// Presses keys on whatever has the focus (`\u{E004}` Tab, `\u{E014}` ArrowRight, …),
+    /// as a user at the keyboard: each key down, then up.
+    pub async fn press_keys(&self, keys: &str) -> Result<()> {
+        let mut actions = Vec::new();
+        for key in keys.chars() {
+            actions.push(json!({ "type": "keyDown", "value": key.to_string() }));
+            actions.push(json!({ "type": "keyUp", "value": key.to_string() }));
+        }
+        let body = json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] });
+        self.command(reqwest::Method::POST, "/actions", Some(&body))
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until the page shows a dialog (`alert`, `confirm`, `prompt`) and returns its text.
+    /// Polls only the dialog: any other command while a dialog is open dismisses it.
+    pub async fn wait_for_dialog(&self, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self
+                .command(reqwest::Method::GET, "/alert/text", None)
+                .await
+            {
+                Ok(text) => return Ok(text.as_str().unwrap_or_default().to_string()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e.context(format!("no dialog within {timeout:?}")));
+                }
+                Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
+            }
+        }
+    }
+
+    /// Answers the open dialog: OK (`true`) or Cancel (`false`).
+    pub async fn answer_dialog(&self, accept: bool) -> Result<()> {
+        let path = if accept {
+            "/alert/accept"
+        } else {
+            "/alert/dismiss"
+        };
+        self.command(reqwest::Method::POST, path, None).await?;
+        Ok(())
     }
 
     /// Runs `script` as the body of a synchronous function (`arguments[i]` are `args`) and

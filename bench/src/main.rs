@@ -16,6 +16,8 @@ enum Scenario {
     Connections,
     /// P4: first sync of a heavy user.
     FirstSync,
+    /// P5: legacy import throughput (CLI, PostgreSQL and SQLite).
+    Import,
     /// P6: REST search and cached catalog pages.
     Rest,
     /// P7: storage per document after compaction.
@@ -55,6 +57,9 @@ struct Args {
     /// P6 courses.
     #[arg(long)]
     courses: Option<usize>,
+    /// P5 dumps.
+    #[arg(long)]
+    dumps: Option<usize>,
     /// Where to write results.
     #[arg(long, default_value = "bench/results")]
     out: std::path::PathBuf,
@@ -88,6 +93,9 @@ async fn main() -> Result<()> {
     if let Some(c) = args.courses {
         opts.courses = c;
     }
+    if let Some(d) = args.dumps {
+        opts.dumps = d;
+    }
     let mut report = Report {
         machine: machine(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -105,6 +113,9 @@ async fn main() -> Result<()> {
     }
     if all || args.scenario == Scenario::FirstSync {
         scenarios::first_sync(&opts, &mut report).await?;
+    }
+    if all || args.scenario == Scenario::Import {
+        scenarios::import(&opts, &mut report).await?;
     }
     if all || args.scenario == Scenario::Rest {
         scenarios::rest(&opts, &mut report).await?;

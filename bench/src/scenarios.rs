@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::fleet::{Fleet, identities};
 use crate::report::{Report, Row};
-use crate::target::{Database, Kind, Server, cpu_seconds, rss_bytes};
+use crate::target::{Database, Kind, ScratchDb, Server, cpu_seconds, learnsync_binary, rss_bytes};
 
 /// How big to run.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub struct Options {
     pub heavy_changes: usize,
     /// Trials for P4.
     pub trials: usize,
+    /// Legacy dumps for P5.
+    pub dumps: usize,
 }
 
 impl Options {
@@ -51,6 +53,7 @@ impl Options {
             heavy_enrollments: 5,
             heavy_changes: 30,
             trials: 2,
+            dumps: 40,
         }
     }
 
@@ -67,6 +70,7 @@ impl Options {
             heavy_enrollments: 200,
             heavy_changes: 5_000,
             trials: 20,
+            dumps: 10_000,
         }
     }
 }
@@ -550,6 +554,91 @@ async fn promote(server: &Server, user_id: &str) -> Result<()> {
 }
 
 /// P7: bytes stored per document after compaction, against the size of its `save()`.
+/// P5: `learnsync import` of generated legacy dumps (one user each, the mess of
+/// `fixtures/localstorage/`), on PostgreSQL and on SQLite. Correctness: the run succeeds, every
+/// dump's user got their data, and importing the same dumps again changes nothing. The
+/// reference peer has no import; the row has no ratio.
+pub async fn import(opts: &Options, report: &mut Report) -> Result<()> {
+    let dir =
+        std::env::temp_dir().join(format!("ls-bench-dumps-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let options = sync_core::import::generate::Options::default();
+    let mut bytes = 0usize;
+    for seed in 0..opts.dumps as u64 {
+        let text = sync_core::import::generate::dump(seed, &options);
+        bytes += text.len();
+        std::fs::write(dir.join(format!("dump-{seed:06}.json")), text)?;
+    }
+    let result = import_each_backend(opts, &dir, bytes, report).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn import_each_backend(
+    opts: &Options,
+    dir: &std::path::Path,
+    bytes: usize,
+    report: &mut Report,
+) -> Result<()> {
+    for db in [Database::Postgres, Database::Sqlite] {
+        let scratch = ScratchDb::create(db).await?;
+        let run = |url: String| async move {
+            let started = Instant::now();
+            let out = tokio::process::Command::new(learnsync_binary()?)
+                .arg("import")
+                .arg(dir)
+                .args(["--json", "--database-url", &url])
+                .env("LEARNSYNC_LOG", "warn")
+                .output()
+                .await?;
+            let secs = started.elapsed().as_secs_f64();
+            let run: serde_json::Value =
+                serde_json::from_slice(&out.stdout).with_context(|| {
+                    format!(
+                        "learnsync import printed no run: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })?;
+            anyhow::Ok((out.status.success(), secs, run))
+        };
+        let (ok, secs, first) = run(scratch.url().to_string()).await?;
+        let (ok_again, _, again) = run(scratch.url().to_string()).await?;
+        scratch.drop_now().await;
+        let n = opts.dumps;
+        let users = first["counts"]["users"].as_array().map_or(0, Vec::len);
+        let changed_again = again["counts"]["imported"].as_u64().unwrap_or(u64::MAX)
+            + again["counts"]["merged"].as_u64().unwrap_or(u64::MAX);
+        let note = if !ok || !ok_again {
+            format!("FAILED: status {} / {}", first["status"], again["status"])
+        } else if users != n {
+            format!("FAILED: {users} of {n} users got their data")
+        } else if changed_again != 0 {
+            format!("FAILED: the re-import changed {changed_again} values")
+        } else {
+            format!(
+                "{n} dumps ({:.1} MB), {} values imported, {users} users; the re-import changed nothing",
+                bytes as f64 / 1e6,
+                first["counts"]["imported"]
+            )
+        };
+        report.push(Row {
+            scenario: "P5 import".into(),
+            metric: format!(
+                "dumps/s, CLI, {}",
+                match db {
+                    Database::Postgres => "PostgreSQL",
+                    Database::Sqlite => "SQLite",
+                }
+            ),
+            learnsync: Some(n as f64 / secs.max(1e-9)),
+            reference: None,
+            lower_is_better: false,
+            note,
+        });
+    }
+    Ok(())
+}
+
 pub async fn storage(opts: &Options, report: &mut Report) -> Result<()> {
     let server = Server::learnsync(opts.db, &[("LEARNSYNC_COMPACT_AFTER", "16".into())]).await?;
     let users = opts.devices.first().copied().unwrap_or(4).clamp(2, 200) / 2;

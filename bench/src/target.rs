@@ -115,32 +115,7 @@ impl Server {
     /// Starts LearnSync on a fresh database.
     pub async fn learnsync(db: Database, extra_env: &[(&str, String)]) -> Result<Self> {
         let port = free_port()?;
-        let (url, cleanup) = match db {
-            Database::Postgres => {
-                let admin = postgres_admin_url();
-                let name = format!("ls_bench_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-                    .await
-                    .context("PostgreSQL unreachable: start it or set BENCH_DATABASE_URL")?;
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await?;
-                let base = admin
-                    .rsplit_once('/')
-                    .map(|(b, _)| b.to_string())
-                    .unwrap_or(admin.clone());
-                (format!("{base}/{name}"), Cleanup::Postgres { admin, name })
-            }
-            Database::Sqlite => {
-                let dir = std::env::temp_dir()
-                    .join(format!("ls-bench-{}", uuid::Uuid::new_v4().simple()));
-                std::fs::create_dir_all(&dir)?;
-                (
-                    format!("sqlite://{}/bench.db?mode=rwc", dir.display()),
-                    Cleanup::Dir(dir),
-                )
-            }
-        };
+        let (url, cleanup) = ScratchDb::create(db).await?.into_parts();
         let mut cmd = Command::new(learnsync_binary()?);
         cmd.arg("serve")
             .env("DATABASE_URL", &url)
@@ -239,8 +214,71 @@ impl Server {
     pub async fn stop(mut self) -> Result<()> {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
-        match self.cleanup.take() {
-            Some(Cleanup::Postgres { admin, name }) => {
+        if let Some(cleanup) = self.cleanup.take() {
+            cleanup.run().await;
+        }
+        Ok(())
+    }
+}
+
+/// A fresh database (PostgreSQL database or SQLite file) for one measurement, removed by
+/// [`ScratchDb::drop_now`].
+pub struct ScratchDb {
+    url: String,
+    cleanup: Cleanup,
+}
+
+impl ScratchDb {
+    /// Creates an empty database of kind `db`.
+    pub async fn create(db: Database) -> Result<Self> {
+        let (url, cleanup) = match db {
+            Database::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("ls_bench_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .context("PostgreSQL unreachable: start it or set BENCH_DATABASE_URL")?;
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await?;
+                let base = admin
+                    .rsplit_once('/')
+                    .map(|(b, _)| b.to_string())
+                    .unwrap_or(admin.clone());
+                (format!("{base}/{name}"), Cleanup::Postgres { admin, name })
+            }
+            Database::Sqlite => {
+                let dir = std::env::temp_dir()
+                    .join(format!("ls-bench-{}", uuid::Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir)?;
+                (
+                    format!("sqlite://{}/bench.db?mode=rwc", dir.display()),
+                    Cleanup::Dir(dir),
+                )
+            }
+        };
+        Ok(Self { url, cleanup })
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn into_parts(self) -> (String, Cleanup) {
+        (self.url, self.cleanup)
+    }
+
+    /// Removes the database.
+    pub async fn drop_now(self) {
+        self.cleanup.run().await;
+    }
+}
+
+impl Cleanup {
+    async fn run(self) {
+        match self {
+            Cleanup::Postgres { admin, name } => {
                 if let Ok(mut conn) =
                     <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await
                 {
@@ -249,12 +287,10 @@ impl Server {
                         .await;
                 }
             }
-            Some(Cleanup::Dir(dir)) => {
+            Cleanup::Dir(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
-            None => {}
         }
-        Ok(())
     }
 }
 

@@ -81,3 +81,11 @@ async fn wasm_bundle() {
     scenarios::wasm(&mut report).await.unwrap();
     assert_no_failure(&report);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import() {
+    let mut report = Report::default();
+    scenarios::import(&opts(), &mut report).await.unwrap();
+    assert_no_failure(&report);
+    assert_eq!(report.rows.len(), 2, "PostgreSQL and SQLite");
+}

@@ -30,7 +30,7 @@ use crate::sync::SyncEngine;
 
 /// Dumps imported at once: enough to keep the database and the hub shards busy, few enough
 /// that a large upload does not hold thousands of documents in memory.
-const CONCURRENCY: usize = 8;
+const CONCURRENCY: usize = 32;
 
 /// The `source` of log entries imported from `errorLog`.
 const LOG_SOURCE: &str = "legacy-import";
@@ -718,35 +718,43 @@ impl Importer {
         for course_id in import.course_ids() {
             steps.push(DocSpec::Course { course_id });
         }
-        let mut report = Report::new();
-        for spec in steps {
-            let apply = {
-                let import = import.clone();
-                let spec = spec.clone();
-                move |doc: &mut AutoCommit| match &spec {
-                    DocSpec::Preferences => import.apply_preferences(doc, now),
-                    DocSpec::Learning => import.apply_learning(doc, now),
-                    DocSpec::Course { course_id } => import.apply_course(course_id, doc, now),
-                }
-            };
-            let result = match (target, dry_run) {
-                (Target::Existing(user), false) => self
-                    .sync
-                    .edit(user, spec.clone(), apply)
-                    .await
-                    .map_err(|e| e.to_string()),
-                (Target::Existing(user), true) => {
-                    let ns = UserNamespace::from_bytes(user.doc_seed);
-                    match self.stored_copy(&spec, &spec.document_id(&ns)).await {
-                        Ok(mut doc) => apply(&mut doc).map_err(|e| e.to_string()),
-                        Err(e) => Err(e),
+        // The documents are independent: edit them all at once, so a dump costs one group
+        // commit of the writers rather than one per document.
+        let results = futures_util::future::join_all(steps.into_iter().map(|spec| {
+            let import = import.clone();
+            async move {
+                let apply = {
+                    let spec = spec.clone();
+                    move |doc: &mut AutoCommit| match &spec {
+                        DocSpec::Preferences => import.apply_preferences(doc, now),
+                        DocSpec::Learning => import.apply_learning(doc, now),
+                        DocSpec::Course { course_id } => import.apply_course(course_id, doc, now),
                     }
-                }
-                (Target::WouldCreate(_), _) => match create(&spec, [0xd7; 16]) {
-                    Ok(mut doc) => apply(&mut doc).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-            };
+                };
+                let result = match (target, dry_run) {
+                    (Target::Existing(user), false) => self
+                        .sync
+                        .edit(user, spec.clone(), apply)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    (Target::Existing(user), true) => {
+                        let ns = UserNamespace::from_bytes(user.doc_seed);
+                        match self.stored_copy(&spec, &spec.document_id(&ns)).await {
+                            Ok(mut doc) => apply(&mut doc).map_err(|e| e.to_string()),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    (Target::WouldCreate(_), _) => match create(&spec, [0xd7; 16]) {
+                        Ok(mut doc) => apply(&mut doc).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                (spec, result)
+            }
+        }))
+        .await;
+        let mut report = Report::new();
+        for (spec, result) in results {
             match result {
                 Ok(rows) => report.extend(rows),
                 Err(why) => {

@@ -59,7 +59,14 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
             dumps.len()
         )));
     }
-    let connected = crate::store::connect(&args.database_url, 4, "cli-import").await?;
+    let mut config = Config::defaults();
+    config.database_url = args.database_url.clone();
+    let connected = crate::store::connect(
+        &args.database_url,
+        config.db_max_connections.max(8),
+        "cli-import",
+    )
+    .await?;
     let store = connected.store();
     store.migrate().await?;
     let user = match &args.user {
@@ -69,8 +76,6 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let mut config = Config::defaults();
-    config.database_url = args.database_url.clone();
     let sync = SyncEngine::start(
         store.clone(),
         connected.pg_pool(),

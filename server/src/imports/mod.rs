@@ -25,12 +25,19 @@ use crate::model::{
     CourseKind, CourseStatus, Lesson, LogLevel, MigrationRun, ReportStatus, Role, RunSource,
     RunStatus, Timestamp, now_ms,
 };
-use crate::store::{NewCourse, NewLog, NewReport, NewUser, Store, StoreError, UserRecord};
+use crate::store::{Backend, NewCourse, NewLog, NewReport, NewUser, Store, StoreError, UserRecord};
 use crate::sync::SyncEngine;
 
-/// Dumps imported at once: enough to keep the database and the hub shards busy, few enough
-/// that a large upload does not hold thousands of documents in memory.
-const CONCURRENCY: usize = 32;
+/// Dumps imported at once: enough to keep the database and the hub shards busy (the writers
+/// group the documents of many dumps into one commit), few enough that a large upload does not
+/// hold thousands of documents in memory. SQLite has one writer at a time: more dumps in flight
+/// would only queue for its lock while holding pool connections.
+fn concurrency(backend: Backend) -> usize {
+    match backend {
+        Backend::Postgres => 32,
+        Backend::Sqlite => 4,
+    }
+}
 
 /// The `source` of log entries imported from `errorLog`.
 const LOG_SOURCE: &str = "legacy-import";
@@ -181,7 +188,7 @@ impl Importer {
             let options = options.clone();
             async move { this.import_dump(dump, &options, &shared, now).await }
         }))
-        .buffered(CONCURRENCY);
+        .buffered(concurrency(self.store.backend()));
         let mut done = 0;
         let mut last_saved = std::time::Instant::now();
         while let Some(outcome) = results.next().await {

@@ -44,7 +44,8 @@ pub struct ClientLog {
 pub struct LogsQuery {
     /// Severity.
     pub level: Option<LogLevel>,
-    /// Source: `client`, `server`, `audit`, `sync`, `import`, `legacy`.
+    /// Source: `client` (reported by apps), `audit` (admin actions), `sync`, `legacy-import`
+    /// (the old app's `errorLog`, imported).
     pub source: Option<String>,
     /// User id.
     pub user_id: Option<String>,

@@ -302,7 +302,8 @@ pub struct LogEntry {
     pub id: i64,
     /// Severity.
     pub level: LogLevel,
-    /// Where it came from: `client`, `server`, `audit`, `import`, `legacy`.
+    /// Where it came from: `client` (reported by apps), `audit` (admin actions), `sync`,
+    /// `legacy-import` (the old app's `errorLog`, imported).
     pub source: String,
     /// For people.
     pub message: String,

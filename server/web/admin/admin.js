@@ -35,6 +35,8 @@ $("#login-form").addEventListener("submit", async (ev) => {
   try {
     await api.post("/api/auth/login", { email: $("#login-email").value, password: $("#login-password").value });
     await start();
+    // The login button just disappeared with the form: keep keyboard users in the page.
+    if (!$("#console").hidden) document.querySelector('[role="tab"][aria-selected="true"]').focus();
   } catch (e) {
     $("#login-error").textContent = e.message;
   }
@@ -57,6 +59,7 @@ function selectTab(id) {
     t.tabIndex = on ? 0 : -1;
     document.getElementById(t.getAttribute("aria-controls")).hidden = !on;
   }
+  showError(null);
   const load = loaders[id];
   if (load) load().catch(showError);
 }
@@ -73,6 +76,7 @@ tabs.forEach((t, i) => {
   });
 });
 
+// Every panel has its own error line (role=alert): a failure shows where the admin is looking.
 function showError(e) {
   const target = document.querySelector('[role="tabpanel"]:not([hidden]) .error') || $("#migrate-error");
   if (e && e.status === 401) { showLogin("Your session ended; log in again."); return; }
@@ -155,11 +159,15 @@ $("#migrate-resync").addEventListener("click", async () => {
   const users = lastRun.counts.users;
   if (!confirm(`Force a full resync of ${users.length} user(s)?`)) return;
   let done = 0;
-  for (const u of users) {
-    await api.post("/api/admin/sync", { user: u });
-    done += 1;
+  try {
+    for (const u of users) {
+      await api.post("/api/admin/sync", { user: u });
+      done += 1;
+    }
+    $("#migrate-resync-status").textContent = `resync sent to ${done} user(s)`;
+  } catch (e) {
+    $("#migrate-resync-status").textContent = `resync sent to ${done} of ${users.length} user(s): ${e.message}`;
   }
-  $("#migrate-resync-status").textContent = `resync sent to ${done} user(s)`;
 });
 
 async function loadRuns() {
@@ -220,6 +228,7 @@ async function loadReports() {
 $("#reports-table").addEventListener("click", async (ev) => {
   const btn = ev.target.closest("button[data-act]");
   if (!btn) return;
+  showError(null);
   const row = btn.closest("tr");
   const id = row.dataset.id;
   const note = row.querySelector("textarea").value.trim();
@@ -301,8 +310,8 @@ async function loadAnalytics() {
   $("#chart-active").innerHTML = barChart(days(active), "Active users per day");
   $("#chart-progress").innerHTML = barChart(courses.map((c) => ({ label: c.title || c.course_id, value: Math.round(c.average_progress) })), "Average progress per course", 100);
   $("#courses-table tbody").innerHTML = courses.map((c) =>
-    `<tr><td>${esc(c.title || c.course_id)}</td><td>${c.enrollments}</td><td>${c.active}</td><td>${c.completed}</td><td>${c.average_progress.toFixed(1)} %</td></tr>`
-  ).join("") || `<tr><td colspan="5" class="muted">No enrollments yet.</td></tr>`;
+    `<tr><td>${esc(c.title || c.course_id)}</td><td><code>${esc(c.course_id)}</code></td><td>${c.enrollments}</td><td>${c.active}</td><td>${c.completed}</td><td>${c.average_progress.toFixed(1)} %</td></tr>`
+  ).join("") || `<tr><td colspan="6" class="muted">No enrollments yet.</td></tr>`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -335,6 +344,7 @@ $("#users-table").addEventListener("click", async (ev) => {
   const btn = ev.target.closest('button[data-act="toggle"]');
   if (!btn) return;
   const disabled = btn.textContent === "Disable";
+  showError(null);
   try { await api.patch(`/api/admin/users/${encodeURIComponent(btn.closest("tr").dataset.id)}`, { disabled }); await loadUsers(); } catch (e) { showError(e); }
 });
 

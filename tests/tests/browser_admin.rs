@@ -11,8 +11,10 @@ use std::time::Duration;
 use e2e::app::{Client as Http, PASSWORD, TestApp};
 use e2e::browser::{Browser, Chromedriver};
 use e2e::db::Backend;
+use e2e::device::{Credentials, Device, DocIds};
 use learnsync::model::Role;
 use serde_json::json;
+use sync_core::DocumentId;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TAB: &str = "\u{E004}";
@@ -683,4 +685,249 @@ async fn admin_imports_resyncs_moderates_filters_and_charts() {
     shot(&browser, "users").await;
 
     browser.close().await.unwrap();
+}
+
+/// Logs `admin` in through the form at `path` and waits for the console.
+async fn log_in(browser: &Browser, app: &TestApp, admin: &Http, path: &str) {
+    browser.goto(&app.url(path)).await.unwrap();
+    browser
+        .wait_for("!document.getElementById('login-view').hidden", WAIT)
+        .await
+        .unwrap();
+    browser
+        .type_into("#login-email", admin.email())
+        .await
+        .unwrap();
+    browser
+        .type_into("#login-password", PASSWORD)
+        .await
+        .unwrap();
+    browser
+        .click("#login-form button[type=submit]")
+        .await
+        .unwrap();
+    browser
+        .wait_for("!document.getElementById('console').hidden", WAIT)
+        .await
+        .unwrap();
+}
+
+/// Ids of elements a hostile dump tried to inject (they must never exist).
+const INJECTED: &str = "document.querySelectorAll('[id^=pwn], [data-pwn]').length";
+
+/// A connected device shows in the devices table and gets a forced sync of its user; tab
+/// addresses; logging out; a hostile dump's markup shows as text on every tab, never as HTML.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sees_devices_tab_addresses_and_inert_dump_markup() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin: Http = app.user(Role::Admin).await;
+    let learner: Http = app.user(Role::Learner).await;
+    let ids = learner.get("/api/sync/documents").await;
+    let ids = ids.ok(200);
+    let ids = DocIds {
+        preferences: DocumentId::parse(ids["preferences"].as_str().unwrap()).unwrap(),
+        learning: DocumentId::parse(ids["learning"].as_str().unwrap()).unwrap(),
+    };
+    let token = learner.create_token("phone").await;
+    let mut phone = Device::new(&app.base, Credentials::Bearer(token), ids);
+    phone.connect().await;
+    phone.synced().await;
+
+    let driver = Chromedriver::start().await.unwrap();
+    let browser = driver.launch_new("admin-devices").await.unwrap();
+    // A tab's own address opens that tab after logging in.
+    log_in(&browser, &app, &admin, "/admin/sync").await;
+    browser
+        .wait_for(
+            "document.getElementById('t-sync').getAttribute('aria-selected') === 'true' \
+             && document.querySelector('#devices-table tbody tr')",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let devices = rows(&browser, "#devices-table").await;
+    assert_eq!(devices.len(), 1, "{devices:#?}");
+    assert_eq!(devices[0][0], learner.id());
+    assert!(devices[0][3].starts_with("127.0.0.1"), "{devices:#?}");
+
+    // Forced sync of that user: the device is told at once.
+    browser
+        .type_into("#resync-user", learner.id())
+        .await
+        .unwrap();
+    browser
+        .click("#resync-form button[type=submit]")
+        .await
+        .unwrap();
+    let question = browser.wait_for_dialog(WAIT).await.unwrap();
+    assert!(question.contains(learner.id()), "{question}");
+    browser.answer_dialog(true).await.unwrap();
+    let status = browser
+        .wait_for("document.getElementById('resync-status').textContent", WAIT)
+        .await
+        .unwrap();
+    assert!(
+        status
+            .as_str()
+            .unwrap()
+            .starts_with("Sync epoch 1: 1 connected device(s) told now"),
+        "{status}"
+    );
+    phone
+        .wait_for("the forced resync", WAIT, |c| c.epoch() == 1)
+        .await;
+    shot(&browser, "devices").await;
+
+    // Switching tabs updates the address; a reload stays on the tab.
+    open_tab(&browser, "logs").await;
+    assert!(
+        browser
+            .current_url()
+            .await
+            .unwrap()
+            .ends_with("/admin/logs")
+    );
+    browser.refresh().await.unwrap();
+    browser
+        .wait_for(
+            "!document.getElementById('console').hidden \
+             && document.getElementById('t-logs').getAttribute('aria-selected') === 'true'",
+            WAIT,
+        )
+        .await
+        .unwrap();
+
+    // A dump whose every text is markup: a course title, a course id, a report reason, a log
+    // message, an unknown key and the file name.
+    let hostile = json!({
+        "learnModeCourses": json!([{ "id": "x-1", "title": "<img id=pwn-title src=x>", "lessons": [] }]).to_string(),
+        "userEnrollments": json!({ "u-eve": [
+            { "courseId": "x-1", "progress": 40 },
+            { "courseId": "<b id=pwn-course>", "progress": 5 },
+        ]}).to_string(),
+        "moderationQueue": json!([{ "id": "m1", "courseId": "x-1", "reason": "<img id=pwn-reason src=x>", "reportedBy": "u-eve" }]).to_string(),
+        "errorLog": json!([{ "message": "<img id=pwn-log src=x>", "level": "error" }]).to_string(),
+        "<i id=pwn-key>": "<i data-pwn>",
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("<b id=pwn-file>.json");
+    std::fs::write(&file, hostile.to_string()).unwrap();
+    open_tab(&browser, "migrate").await;
+    browser
+        .choose_files("#migrate-files", &[file])
+        .await
+        .unwrap();
+    browser.click("#migrate-start").await.unwrap();
+    browser
+        .wait_for(
+            "!document.getElementById('migrate-results').hidden && document.getElementById('migrate-status').textContent === 'succeeded'",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "document.querySelectorAll('#runs-table tbody tr').length === 1",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let results = rows(&browser, "#migrate-table").await;
+    assert!(
+        find_row(
+            &results,
+            &["<b id=pwn-file>.json", "<i id=pwn-key>", "skipped"]
+        )
+        .is_some(),
+        "{results:#?}"
+    );
+    assert_eq!(
+        rows(&browser, "#runs-table").await[0][2],
+        "<b id=pwn-file>.json"
+    );
+    assert_eq!(
+        browser
+            .execute(&format!("return {INJECTED}"), vec![])
+            .await
+            .unwrap(),
+        json!(0)
+    );
+
+    open_tab(&browser, "moderation").await;
+    browser
+        .wait_for(
+            "document.querySelector('#reports-table tbody tr[data-id]')",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&browser, "#reports-table").await[0][2],
+        "<img id=pwn-reason src=x>"
+    );
+    assert_eq!(
+        browser
+            .execute(&format!("return {INJECTED}"), vec![])
+            .await
+            .unwrap(),
+        json!(0)
+    );
+
+    open_tab(&browser, "logs").await;
+    browser
+        .wait_for("document.querySelector('#logs-table tbody tr')", WAIT)
+        .await
+        .unwrap();
+    let logs = rows(&browser, "#logs-table").await;
+    assert!(
+        logs.iter()
+            .any(|r| r[2] == "legacy-import" && r[3].starts_with("<img id=pwn-log src=x>")),
+        "{logs:#?}"
+    );
+    assert_eq!(
+        browser
+            .execute(&format!("return {INJECTED}"), vec![])
+            .await
+            .unwrap(),
+        json!(0)
+    );
+
+    open_tab(&browser, "analytics").await;
+    browser
+        .wait_for("document.querySelector('#courses-table tbody tr') && document.querySelector('#chart-progress svg')", WAIT)
+        .await
+        .unwrap();
+    let courses = rows(&browser, "#courses-table").await;
+    assert!(
+        find_row(&courses, &["<img id=pwn-title src=x>", "x-1"]).is_some(),
+        "{courses:#?}"
+    );
+    assert!(
+        find_row(&courses, &["<b id=pwn-course>", "<b id=pwn-course>"]).is_some(),
+        "{courses:#?}"
+    );
+    assert_eq!(
+        browser
+            .execute(&format!("return {INJECTED}"), vec![])
+            .await
+            .unwrap(),
+        json!(0)
+    );
+    shot(&browser, "hostile-dump").await;
+
+    // Logging out ends the session: the form is back and the API refuses the old cookie.
+    browser.click("#logout").await.unwrap();
+    browser
+        .wait_for("!document.getElementById('login-view').hidden && document.getElementById('console').hidden", WAIT)
+        .await
+        .unwrap();
+    let me = browser
+        .eval("return (await fetch('/api/auth/me')).status;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(me, json!(401));
+    assert_eq!(text(&browser, "#whoami").await, "");
+
+    browser.close().await.unwrap();
+    phone.disconnect().await;
 }

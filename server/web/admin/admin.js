@@ -15,9 +15,12 @@ async function start() {
       return;
     }
     $("#whoami").textContent = `${me.display_name} (${me.email || me.id})`;
+    $("#logout").hidden = false;
     $("#login-view").hidden = true;
     $("#console").hidden = false;
-    selectTab("t-migrate");
+    // Each tab has its address (/admin/migrate, /admin/logs, …): links and reloads land on it.
+    const section = location.pathname.replace(/^\/admin\/?/, "").split("/")[0];
+    selectTab(tabs.some((t) => t.id === `t-${section}`) ? `t-${section}` : "t-migrate");
   } catch (e) {
     showLogin(e.status === 401 ? "" : e.message);
   }
@@ -25,6 +28,8 @@ async function start() {
 
 function showLogin(message) {
   $("#console").hidden = true;
+  $("#logout").hidden = true;
+  $("#whoami").textContent = "";
   $("#login-view").hidden = false;
   $("#login-error").textContent = message || "";
   $("#login-email").focus();
@@ -40,6 +45,11 @@ $("#login-form").addEventListener("submit", async (ev) => {
   } catch (e) {
     $("#login-error").textContent = e.message;
   }
+});
+
+$("#logout").addEventListener("click", async () => {
+  try { await api.post("/api/auth/logout"); } catch (e) { if (e.status !== 401) { showError(e); return; } }
+  showLogin("You are logged out.");
 });
 
 const tabs = Array.from(document.querySelectorAll('[role="tab"]'));
@@ -59,6 +69,8 @@ function selectTab(id) {
     t.tabIndex = on ? 0 : -1;
     document.getElementById(t.getAttribute("aria-controls")).hidden = !on;
   }
+  const path = `/admin/${id.slice(2)}`;
+  if (location.pathname !== path) history.replaceState(null, "", path);
   showError(null);
   const load = loaders[id];
   if (load) load().catch(showError);

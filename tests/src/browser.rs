@@ -441,6 +441,17 @@ impl Browser {
             .with_context(|| format!("URL is not a string: {value}"))
     }
 
+    /// Resizes the browser window (CSS pixels), e.g. to a phone's 390×844.
+    pub async fn set_window_size(&self, width: u32, height: u32) -> Result<()> {
+        self.command(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(&json!({ "width": width, "height": height })),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The WebDriver reference of the first element matching the CSS selector `css`.
     async fn element(&self, css: &str) -> Result<String> {
         let value = self

@@ -12,7 +12,8 @@ use e2e::app::{Client as Http, PASSWORD, TestApp};
 use e2e::browser::{Browser, Chromedriver};
 use e2e::db::Backend;
 use e2e::device::{Credentials, Device, DocIds};
-use learnsync::model::Role;
+use learnsync::model::{LogLevel, Role};
+use learnsync::store::NewLog;
 use serde_json::json;
 use sync_core::DocumentId;
 
@@ -930,4 +931,135 @@ async fn admin_sees_devices_tab_addresses_and_inert_dump_markup() {
 
     browser.close().await.unwrap();
     phone.disconnect().await;
+}
+
+/// Whether the page scrolls sideways (it must not on a phone: wide tables scroll in their box).
+async fn overflows(browser: &Browser) -> bool {
+    let value = browser
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    value == json!(true)
+}
+
+/// On a phone-sized screen: a learner is turned away, an admin pages through a filtered log
+/// ("Older entries" continues the filter on screen even after the form changed), and no tab
+/// scrolls sideways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_pages_through_logs_on_a_phone() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin: Http = app.user(Role::Admin).await;
+    let learner: Http = app.user(Role::Learner).await;
+    let base = learnsync::model::now_ms() - 3_600_000;
+    let logs: Vec<NewLog> = (0..100)
+        .map(|i| {
+            let (level, n) = if i % 10 < 7 {
+                (LogLevel::Error, i / 10 * 7 + i % 10)
+            } else {
+                (LogLevel::Info, i / 10 * 3 + i % 10 - 7)
+            };
+            NewLog {
+                level,
+                source: "client".into(),
+                message: format!("{} {n:03}", level.as_str()),
+                context: None,
+                user_id: Some(learner.id().to_string()),
+                request_id: None,
+                legacy_key: None,
+                created_at: base + i64::from(i) * 1000,
+            }
+        })
+        .collect();
+    assert_eq!(app.state.store.insert_logs(&logs).await.unwrap(), 100);
+
+    let driver = Chromedriver::start().await.unwrap();
+    let browser = driver.launch_new("admin-phone").await.unwrap();
+    browser.set_window_size(390, 844).await.unwrap();
+
+    // A learner cannot use the console.
+    browser.goto(&app.url("/admin/logs")).await.unwrap();
+    browser
+        .wait_for("!document.getElementById('login-view').hidden", WAIT)
+        .await
+        .unwrap();
+    browser
+        .type_into("#login-email", learner.email())
+        .await
+        .unwrap();
+    browser
+        .type_into("#login-password", &format!("{PASSWORD}{ENTER}"))
+        .await
+        .unwrap();
+    let refused = browser
+        .wait_for("document.getElementById('login-error').textContent", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        "This console is for admins. Log in with an admin account."
+    );
+    assert!(
+        browser
+            .execute("return document.getElementById('console').hidden", vec![])
+            .await
+            .unwrap()
+            == json!(true)
+    );
+    assert!(!overflows(&browser).await);
+
+    // The admin, on the same page.
+    browser
+        .execute("document.getElementById('login-email').value = ''", vec![])
+        .await
+        .unwrap();
+    log_in(&browser, &app, &admin, "/admin/logs").await;
+    browser
+        .wait_for("document.querySelector('#logs-table tbody tr')", WAIT)
+        .await
+        .unwrap();
+    mark_stale(&browser, "#logs-table").await;
+    choose(&browser, "#logs-level", "error").await;
+    choose(&browser, "#logs-source", "client").await;
+    browser
+        .click("#logs-form button[type=submit]")
+        .await
+        .unwrap();
+    let first = wait_fresh(&browser, "#logs-table").await;
+    let expected: Vec<String> = (0..70).rev().map(|n| format!("error {n:03}")).collect();
+    let messages =
+        |rows: &[Vec<String>]| -> Vec<String> { rows.iter().map(|r| r[3].clone()).collect() };
+    assert_eq!(messages(&first), expected[..50]);
+    assert!(!overflows(&browser).await, "the logs tab scrolls sideways");
+    shot(&browser, "phone-logs").await;
+
+    // The form changes, but "Older entries" continues what is on screen.
+    choose(&browser, "#logs-level", "info").await;
+    browser.click("#logs-more").await.unwrap();
+    browser
+        .wait_for(
+            "document.querySelectorAll('#logs-table tbody tr').length > 50 && document.getElementById('logs-more').hidden",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(messages(&rows(&browser, "#logs-table").await), expected);
+    // Filter applies the form: the info entries now.
+    mark_stale(&browser, "#logs-table").await;
+    browser
+        .click("#logs-form button[type=submit]")
+        .await
+        .unwrap();
+    let info = wait_fresh(&browser, "#logs-table").await;
+    let expected_info: Vec<String> = (0..30).rev().map(|n| format!("info {n:03}")).collect();
+    assert_eq!(messages(&info), expected_info);
+
+    for tab in ["migrate", "sync", "moderation", "analytics", "users"] {
+        open_tab(&browser, tab).await;
+        assert!(!overflows(&browser).await, "the {tab} tab scrolls sideways");
+    }
+    shot(&browser, "phone-users").await;
+    browser.close().await.unwrap();
 }

@@ -254,26 +254,42 @@ $("#reports-table").addEventListener("click", async (ev) => {
 // Logs
 
 let logsCursor = null;
+// The filters of the rows on screen: "Older entries" continues them, whatever the form says now.
+let logsShown = null;
 
 $("#logs-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadLogs(false).catch(showError); });
 $("#logs-more").addEventListener("click", () => loadLogs(true).catch(showError));
 
 async function loadLogs(more) {
-  const params = new URLSearchParams({ limit: "50" });
-  for (const [k, sel] of [["level", "#logs-level"], ["source", "#logs-source"], ["user_id", "#logs-user"]]) {
-    const v = $(sel).value.trim();
-    if (v) params.set(k, v);
+  let params;
+  if (more && logsShown && logsCursor) {
+    params = new URLSearchParams(logsShown);
+    params.set("cursor", logsCursor);
+  } else {
+    more = false;
+    params = new URLSearchParams({ limit: "50" });
+    for (const [k, sel] of [["level", "#logs-level"], ["source", "#logs-source"], ["user_id", "#logs-user"]]) {
+      const v = $(sel).value.trim();
+      if (v) params.set(k, v);
+    }
+    for (const [k, sel] of [["from", "#logs-from"], ["to", "#logs-to"]]) {
+      const v = $(sel).value;
+      if (v) params.set(k, new Date(v).toISOString());
+    }
   }
-  for (const [k, sel] of [["from", "#logs-from"], ["to", "#logs-to"]]) {
-    const v = $(sel).value;
-    if (v) params.set(k, new Date(v).toISOString());
+  $("#logs-more").disabled = true;
+  let page;
+  try {
+    page = await api.get(`/api/admin/logs?${params}`);
+  } finally {
+    $("#logs-more").disabled = false;
   }
-  if (more && logsCursor) params.set("cursor", logsCursor);
-  const page = await api.get(`/api/admin/logs?${params}`);
   const rows = page.items.map((l) =>
-    `<tr><td>${fmtTime(l.created_at)}</td><td class="${l.level === "error" ? "bad" : l.level === "warn" ? "warn" : ""}">${esc(l.level)}</td><td>${esc(l.source)}</td><td>${esc(l.message)}${l.context ? `<br><code class="muted">${esc(JSON.stringify(l.context)).slice(0, 300)}</code>` : ""}</td><td>${esc(l.user_id || "")}</td></tr>`).join("");
+    `<tr><td>${fmtTime(l.created_at)}</td><td class="${l.level === "error" ? "bad" : l.level === "warn" ? "warn" : ""}">${esc(l.level)}</td><td>${esc(l.source)}</td><td>${esc(l.message)}${l.context ? `<br><code class="muted">${esc(JSON.stringify(l.context).slice(0, 300))}</code>` : ""}</td><td>${esc(l.user_id || "")}</td></tr>`).join("");
   const body = $("#logs-table tbody");
   if (more) body.insertAdjacentHTML("beforeend", rows); else body.innerHTML = rows || `<tr><td colspan="5" class="muted">No entries.</td></tr>`;
+  params.delete("cursor");
+  logsShown = params.toString();
   logsCursor = page.next_cursor;
   $("#logs-more").hidden = !logsCursor;
 }

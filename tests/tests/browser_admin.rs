@@ -60,14 +60,15 @@ async fn unlabelled_controls(browser: &Browser) -> Vec<String> {
     serde_json::from_value(value).unwrap()
 }
 
-/// Opens a tab with a click and waits until its panel shows and its loader ran.
+/// Opens a tab with a click and waits until its panel shows and its data has loaded.
 async fn open_tab(browser: &Browser, tab: &str) {
     browser.click(&format!("#t-{tab}")).await.unwrap();
     browser
         .wait_for(
             &format!(
                 "document.getElementById('t-{tab}').getAttribute('aria-selected') === 'true' \
-                 && !document.getElementById('tab-{tab}').hidden"
+                 && !document.getElementById('tab-{tab}').hidden \
+                 && !document.getElementById('tab-{tab}').hasAttribute('aria-busy')"
             ),
             WAIT,
         )

@@ -73,7 +73,11 @@ function selectTab(id) {
   if (location.pathname !== path) history.replaceState(null, "", path);
   showError(null);
   const load = loaders[id];
-  if (load) load().catch(showError);
+  if (!load) return;
+  // aria-busy while the panel's data loads: assistive technology (and tests) wait for it.
+  const panel = document.getElementById(document.getElementById(id).getAttribute("aria-controls"));
+  panel.setAttribute("aria-busy", "true");
+  load().catch(showError).finally(() => panel.removeAttribute("aria-busy"));
 }
 
 tabs.forEach((t, i) => {

@@ -226,6 +226,8 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(crate::reports::router())
         .merge(crate::logs::router())
         .merge(crate::admin::router())
+        .merge(crate::erasure::router())
+        .merge(crate::export::router())
         .merge(crate::imports::routes::router())
         .merge(crate::learning::router())
         .merge(crate::sync::routes::router())

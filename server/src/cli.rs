@@ -1,4 +1,4 @@
-//! The `learnsync` command line: `serve`, `migrate`, `admin …`.
+//! The `learnsync` command line: `serve`, `migrate`, `import`, `backup`, `restore`, `admin …`.
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +36,10 @@ pub enum Command {
     Admin(AdminCommand),
     /// Import legacy `localStorage` dumps (the old learnMode app's data).
     Import(crate::imports::cli::ImportArgs),
+    /// Write a consistent backup of the database while the server runs.
+    Backup(crate::backup::BackupArgs),
+    /// Restore a backup into an EMPTY database.
+    Restore(crate::backup::RestoreArgs),
 }
 
 /// Just the database.
@@ -71,6 +75,17 @@ pub enum AdminCommand {
         #[arg(long, default_value = "learner")]
         role: String,
     },
+    /// Print everything held about one user as JSON (the same document as `GET /api/me/export`).
+    ExportUser {
+        /// Database.
+        #[command(flatten)]
+        db: DbArgs,
+        /// The user's id.
+        id: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 /// Why a command failed.
@@ -91,6 +106,9 @@ pub enum CliError {
     /// I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A backup or restore failed.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 /// Sets up logging: human-readable, or JSON lines for log collectors.
@@ -123,6 +141,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Import(args) => crate::imports::cli::run(args).await,
+        Command::Backup(args) => crate::backup::run_backup(args).await,
+        Command::Restore(args) => crate::backup::run_restore(args).await,
+        Command::Admin(AdminCommand::ExportUser { db, id, output }) => {
+            crate::export::run_cli(&db.database_url, &id, output.as_deref()).await
+        }
         Command::Migrate(db) => {
             let connected = crate::store::connect(&db.database_url, 2, "cli").await?;
             connected.store().migrate().await?;

@@ -9,10 +9,13 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod courses;
+pub mod erasure;
 pub mod error;
+pub mod export;
 pub mod health;
 pub mod imports;
 pub mod learning;

@@ -395,6 +395,73 @@ macro_rules! impl_store {
                 Ok(gone)
             }
 
+            async fn erase_user(&self, user_id: &str, subject: &str, actor_id: Option<&str>, now: i64) -> StoreResult<Option<ErasedCounts>> {
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let exists = sqlx::query(&format!("SELECT id FROM users WHERE id = $1 {}", Self::FOR_UPDATE))
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .is_some();
+                if !exists {
+                    return Ok(None);
+                }
+                let document_changes: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM document_changes WHERE doc_id IN (SELECT id FROM documents WHERE owner_id = $1)",
+                )
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .try_get("n")?;
+                // Each statement deletes one kind of row; the count is what the admin sees.
+                let mut counts = ErasedCounts { document_changes, ..ErasedCounts::default() };
+                for (sql, count) in [
+                    ("DELETE FROM documents WHERE owner_id = $1", &mut counts.documents),
+                    ("DELETE FROM enrollments WHERE user_id = $1", &mut counts.enrollments),
+                    ("DELETE FROM user_preferences WHERE user_id = $1", &mut counts.preferences),
+                    ("DELETE FROM api_tokens WHERE user_id = $1", &mut counts.api_tokens),
+                    ("DELETE FROM course_reports WHERE reporter_id = $1", &mut counts.reports),
+                    ("DELETE FROM system_logs WHERE user_id = $1 AND source <> 'audit'", &mut counts.logs),
+                    ("DELETE FROM migration_runs WHERE actor_id = $1 AND source = 'client'", &mut counts.import_runs),
+                    ("DELETE FROM devices WHERE user_id = $1", &mut counts.devices),
+                ] {
+                    let n = sqlx::query(sql).bind(user_id).execute(&mut *tx).await.map_err(map_err)?.rows_affected();
+                    *count = i64::try_from(n).unwrap_or(i64::MAX);
+                }
+                let n = sqlx::query(Self::DELETE_SESSIONS_CONTAINING)
+                    .bind(session_needle(user_id))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                counts.sessions = i64::try_from(n).unwrap_or(i64::MAX);
+                counts.audit_entries_pseudonymised = i64::try_from(
+                    sqlx::query("UPDATE system_logs SET user_id = $2 WHERE user_id = $1")
+                        .bind(user_id)
+                        .bind(subject)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?
+                        .rows_affected(),
+                )
+                .unwrap_or(i64::MAX);
+                sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await.map_err(map_err)?;
+                let context = serde_json::json!({ "subject": subject, "erased": counts });
+                sqlx::query(
+                    "INSERT INTO system_logs (level, source, message, context, user_id, request_id, legacy_key, created_at) \
+                     VALUES ('info', 'audit', 'user erased', $1, $2, NULL, NULL, $3)",
+                )
+                .bind(json_text(&context))
+                .bind(actor_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(Some(counts))
+            }
+
             async fn bump_sync_epoch(&self, user_id: Option<&str>) -> StoreResult<i64> {
                 match user_id {
                     Some(id) => {
@@ -986,6 +1053,15 @@ macro_rules! impl_store {
                 Ok(next_page(items, limit, |r| Cursor { n: Some(r.started_at.0), s: None, id: r.id.clone() }))
             }
 
+            async fn runs_by_actor(&self, actor_id: &str) -> StoreResult<Vec<MigrationRun>> {
+                let rows = sqlx::query(&format!("SELECT {RUN_COLS} FROM migration_runs WHERE actor_id = $1 ORDER BY started_at DESC, id DESC"))
+                    .bind(actor_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.iter().map(run_row).collect()
+            }
+
             async fn load_document(&self, id: &str) -> StoreResult<Option<StoredDocument>> {
                 let Some(doc) = sqlx::query("SELECT owner_id, kind, course_id, snapshot FROM documents WHERE id = $1")
                     .bind(id)
@@ -1336,6 +1412,32 @@ macro_rules! impl_store {
                 let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
                 rows.iter().map(device_row).collect()
             }
+        }
+
+        /// The bytes a tower-sessions record holds for "this session is `user_id`'s": the
+        /// MessagePack key `uid` followed by the id as a MessagePack string (records are
+        /// stored as MessagePack by tower-sessions-sqlx-store). Matching the key with the value
+        /// keeps any other field that happens to hold the same text out of it.
+        fn session_needle(user_id: &str) -> Vec<u8> {
+            fn msgpack_str(out: &mut Vec<u8>, s: &str) {
+                let len = s.len();
+                if len < 32 {
+                    out.push(0xa0 | len as u8);
+                } else if len < 256 {
+                    out.extend_from_slice(&[0xd9, len as u8]);
+                } else if len < 65_536 {
+                    out.push(0xda);
+                    out.extend_from_slice(&(len as u16).to_be_bytes());
+                } else {
+                    out.push(0xdb);
+                    out.extend_from_slice(&(len as u32).to_be_bytes());
+                }
+                out.extend_from_slice(s.as_bytes());
+            }
+            let mut out = Vec::with_capacity(user_id.len() + 8);
+            msgpack_str(&mut out, crate::auth::SESSION_USER);
+            msgpack_str(&mut out, user_id);
+            out
         }
 
         fn daily_row(r: &DbRow) -> StoreResult<DailyCount> {

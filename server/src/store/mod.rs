@@ -421,6 +421,34 @@ pub struct SyncStateRow {
     pub state: Vec<u8>,
 }
 
+/// What an erasure removed, in rows: the admin's answer and the audit entry (which holds
+/// these counts and a pseudonym, never the user's data).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ErasedCounts {
+    /// Synced documents (their change rows and sync states went with them).
+    pub documents: i64,
+    /// Change rows of those documents.
+    pub document_changes: i64,
+    /// Enrollment projection rows.
+    pub enrollments: i64,
+    /// Preference projection rows.
+    pub preferences: i64,
+    /// API tokens.
+    pub api_tokens: i64,
+    /// Browser sessions.
+    pub sessions: i64,
+    /// Course reports the user filed (their text is the user's).
+    pub reports: i64,
+    /// Log entries about the user (client error reports, imported logs).
+    pub logs: i64,
+    /// Audit entries the user wrote as an admin: kept, their actor replaced by the pseudonym.
+    pub audit_entries_pseudonymised: i64,
+    /// Browser first-run imports of the user's own dump.
+    pub import_runs: i64,
+    /// Rows of connected devices.
+    pub devices: i64,
+}
+
 /// Counts for the admin analytics.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CourseStats {
@@ -485,6 +513,20 @@ pub trait Store: Send + Sync + 'static {
     async fn update_user(&self, id: &str, patch: &UserPatch, now: i64) -> StoreResult<UserRecord>;
     /// Deletes a user and everything that cascades from it. Returns whether it existed.
     async fn delete_user(&self, id: &str) -> StoreResult<bool>;
+    /// Erases a user and everything held about them, in ONE transaction: documents (with
+    /// their changes and sync states), projection rows, tokens, sessions, reports they filed,
+    /// their log entries, their own browser imports, device rows and the user row. Audit
+    /// entries they wrote as an admin are kept with `subject` (a pseudonym) as their actor,
+    /// and one audit entry `user erased` is written with `subject`, the counts and `actor_id`.
+    /// Rows that only point at the user (courses they wrote, reports they moderated, imports
+    /// they ran as an admin) are kept and unlinked. `None` if there is no such user.
+    async fn erase_user(
+        &self,
+        user_id: &str,
+        subject: &str,
+        actor_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<Option<ErasedCounts>>;
     /// Bumps the forced-sync epoch of one user, or the global one; returns the new value.
     async fn bump_sync_epoch(&self, user_id: Option<&str>) -> StoreResult<i64>;
     /// The global forced-sync epoch.
@@ -573,6 +615,8 @@ pub trait Store: Send + Sync + 'static {
     async fn save_run(&self, run: &MigrationRun) -> StoreResult<()>;
     /// A run.
     async fn run(&self, id: &str) -> StoreResult<Option<MigrationRun>>;
+    /// Every run a user started, newest first (a user's data export).
+    async fn runs_by_actor(&self, actor_id: &str) -> StoreResult<Vec<MigrationRun>>;
     /// Runs, newest first.
     async fn list_runs(&self, cursor: Option<&str>, limit: u32) -> StoreResult<Page<MigrationRun>>;
 

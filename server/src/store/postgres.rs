@@ -34,6 +34,10 @@ impl PgStore {
     /// Write transactions start plainly; rows are locked with `FOR_UPDATE` where needed.
     const BEGIN_WRITE: &'static str = "BEGIN";
 
+    /// Deletes the sessions whose record contains the bytes bound to `$1` (erasure).
+    const DELETE_SESSIONS_CONTAINING: &'static str =
+        "DELETE FROM tower_sessions.session WHERE position($1::bytea in data) > 0";
+
     /// Connects a pool. Connections are checked before use so that a database that went away
     /// and came back is picked up again.
     pub async fn connect(url: &str, max_connections: u32, origin: &str) -> StoreResult<Self> {

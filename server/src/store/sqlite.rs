@@ -27,6 +27,10 @@ impl SqliteStore {
     /// write while another connection holds the lock.
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
 
+    /// Deletes the sessions whose record contains the bytes bound to `$1` (erasure).
+    const DELETE_SESSIONS_CONTAINING: &'static str =
+        "DELETE FROM tower_sessions WHERE instr(data, $1) > 0";
+
     /// Opens (creating if needed) the database file.
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)

@@ -1064,3 +1064,144 @@ async fn admin_pages_through_logs_on_a_phone() {
     shot(&browser, "phone-users").await;
     browser.close().await.unwrap();
 }
+
+/// Waits until the migration form is idle again after a start and returns the status line.
+async fn migration_done(browser: &Browser) -> String {
+    let status = browser
+        .wait_for(
+            "!document.getElementById('migrate-start').disabled \
+             && (document.getElementById('migrate-error').textContent \
+                 || (!document.getElementById('migrate-results').hidden \
+                     && document.getElementById('migrate-bar').value === 100 \
+                     && document.getElementById('migrate-status').textContent))",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    status.as_str().unwrap().to_string()
+}
+
+/// A dry run changes nothing and says so; an upload tied to an unknown user is refused with
+/// the reason and no progress bar; a dump that is not a JSON object fails alone, with its
+/// reason in the results, while the others are imported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_dry_run_and_bad_uploads() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin: Http = app.user(Role::Admin).await;
+    let driver = Chromedriver::start().await.unwrap();
+    let browser = driver.launch_new("admin-dry-run").await.unwrap();
+    log_in(&browser, &app, &admin, "/admin/migrate").await;
+    let basic = fixtures().remove(0);
+
+    // Dry run.
+    browser.click("#migrate-dry").await.unwrap();
+    browser
+        .choose_files("#migrate-files", std::slice::from_ref(&basic))
+        .await
+        .unwrap();
+    browser.click("#migrate-start").await.unwrap();
+    assert_eq!(
+        migration_done(&browser).await,
+        "succeeded (dry run: nothing changed)"
+    );
+    let results = rows(&browser, "#migrate-table").await;
+    assert!(
+        find_row(
+            &results,
+            &["learner-basic.json", "userEnrollments", "imported", "2"]
+        )
+        .is_some(),
+        "a dry run shows what would change: {results:#?}"
+    );
+    let resync_disabled = browser
+        .execute(
+            "return document.getElementById('migrate-resync').disabled",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(resync_disabled, json!(true));
+    let users = admin.get("/api/admin/users?limit=100").await;
+    assert_eq!(
+        users.ok(200)["items"].as_array().unwrap().len(),
+        1,
+        "a dry run creates no account: {}",
+        users.text
+    );
+    let courses = admin.get("/api/admin/analytics/courses").await;
+    assert_eq!(courses.ok(200), &json!([]));
+    browser
+        .wait_for(
+            "document.querySelectorAll('#runs-table tbody tr').length === 1",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&browser, "#runs-table").await[0][2],
+        "learner-basic.json (dry run)"
+    );
+    shot(&browser, "dry-run").await;
+    browser.click("#migrate-dry").await.unwrap();
+
+    // Tied to a user who does not exist: refused, nothing started.
+    browser
+        .type_into("#migrate-user", "nobody@example.test")
+        .await
+        .unwrap();
+    browser.click("#migrate-start").await.unwrap();
+    assert_eq!(migration_done(&browser).await, "user not found");
+    let progress_hidden = browser
+        .execute(
+            "return document.getElementById('migrate-progress').hidden",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(progress_hidden, json!(true));
+    let runs = admin.get("/api/admin/migrations").await;
+    assert_eq!(runs.ok(200)["items"].as_array().unwrap().len(), 1);
+
+    // A broken dump next to a good one.
+    browser
+        .execute(
+            "document.getElementById('migrate-user').value = ''; document.getElementById('migrate-files').value = '';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "[1, 2]").unwrap();
+    browser
+        .choose_files("#migrate-files", &[broken, basic])
+        .await
+        .unwrap();
+    mark_stale(&browser, "#migrate-table").await;
+    browser.click("#migrate-start").await.unwrap();
+    assert_eq!(migration_done(&browser).await, "partial");
+    let results = wait_fresh(&browser, "#migrate-table").await;
+    let failed = results
+        .iter()
+        .find(|r| r[0] == "broken.json")
+        .unwrap_or_else(|| panic!("{results:#?}"));
+    assert!(failed[1].contains("not a JSON object"), "{results:#?}");
+    assert!(
+        find_row(
+            &results,
+            &["learner-basic.json", "userEnrollments", "imported", "2"]
+        )
+        .is_some(),
+        "{results:#?}"
+    );
+    assert_eq!(text(&browser, "#migrate-error").await, "");
+    browser
+        .execute(
+            "document.getElementById('migrate-results').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    shot(&browser, "partial").await;
+    browser.close().await.unwrap();
+}

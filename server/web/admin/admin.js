@@ -117,10 +117,15 @@ $("#migrate-form").addEventListener("submit", async (ev) => {
   $("#migrate-start").disabled = true;
   $("#migrate-progress").hidden = false;
   setProgress(0, files.length, "uploading…");
+  let started = null;
   try {
-    const started = await api.upload("/api/admin/migrations", form);
+    started = await api.upload("/api/admin/migrations", form);
+    // A zip holds many dumps: count what the server found, not the files chosen.
+    setProgress(0, started.dumps_total);
     await follow(started.id);
   } catch (e) {
+    // Refused before it started (unknown user, bad form): no progress to show.
+    if (!started) $("#migrate-progress").hidden = true;
     $("#migrate-error").textContent = e.message;
   } finally {
     $("#migrate-start").disabled = false;

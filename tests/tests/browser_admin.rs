@@ -157,6 +157,43 @@ async fn text(browser: &Browser, css: &str) -> String {
         .to_string()
 }
 
+/// The `<title>`s of a chart's bars (`label: value`).
+async fn chart_bars(browser: &Browser, chart: &str) -> Vec<String> {
+    let value = browser
+        .execute(
+            "return Array.from(document.querySelectorAll(arguments[0] + ' svg rect.bar title')).map((t) => t.textContent);",
+            vec![json!(chart)],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(value).unwrap()
+}
+
+/// The bars that are not 0.
+fn nonzero(titles: &[String]) -> Vec<String> {
+    titles
+        .iter()
+        .filter(|t| !t.ends_with(": 0"))
+        .cloned()
+        .collect()
+}
+
+/// A daily series from the API as the chart labels its days (`MM-DD` for a month, else the
+/// whole date).
+async fn nonzero_days(admin: &Http, path: &str, short: bool) -> Vec<String> {
+    let series = admin.get(path).await;
+    series.ok(200)["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["count"] != 0)
+        .map(|p| {
+            let day = p["day"].as_str().unwrap();
+            format!("{}: {}", if short { &day[5..] } else { day }, p["count"])
+        })
+        .collect()
+}
+
 /// The placeholder account the import made for a legacy user id.
 async fn legacy_user(admin: &Http, legacy_id: &str) -> String {
     let users = admin.get("/api/admin/users?limit=100").await;
@@ -613,30 +650,10 @@ async fn admin_imports_resyncs_moderates_filters_and_charts() {
         ),
         ("#chart-active", "/api/admin/analytics/active-users?days=30"),
     ] {
-        let series = admin.get(path).await;
-        let titles: Vec<String> = serde_json::from_value(
-            browser
-                .execute(
-                    "return Array.from(document.querySelectorAll(arguments[0] + ' svg rect.bar title')).map((t) => t.textContent);",
-                    vec![json!(chart)],
-                )
-                .await
-                .unwrap(),
-        )
-        .unwrap();
+        let titles = chart_bars(&browser, chart).await;
         assert_eq!(titles.len(), 30, "{chart}: one bar a day");
-        let shown: Vec<&String> = titles.iter().filter(|t| !t.ends_with(": 0")).collect();
-        let expected: Vec<String> = series.ok(200)["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| format!("{}: {}", &p["day"].as_str().unwrap()[5..], p["count"]))
-            .collect();
-        assert_eq!(
-            shown,
-            expected.iter().collect::<Vec<_>>(),
-            "{chart}: {titles:?}"
-        );
+        let expected = nonzero_days(&admin, path, true).await;
+        assert_eq!(nonzero(&titles), expected, "{chart}: {titles:?}");
         if chart == "#chart-enrollments" {
             assert!(
                 !expected.is_empty(),
@@ -645,6 +662,52 @@ async fn admin_imports_resyncs_moderates_filters_and_charts() {
         }
     }
     shot(&browser, "analytics").await;
+
+    // One course's enrollments and completions, over a year.
+    mark_stale(&browser, "#courses-table").await;
+    choose(&browser, "#analytics-course", "Алгебра 7 класс (1)").await;
+    wait_fresh(&browser, "#courses-table").await;
+    let label = browser
+        .execute(
+            "return document.querySelector('#chart-enrollments svg').getAttribute('aria-label')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(label, "Enrollments per day of Алгебра 7 класс (1)");
+    let one = nonzero_days(
+        &admin,
+        "/api/admin/analytics/enrollments?days=30&course_id=1",
+        true,
+    )
+    .await;
+    assert_eq!(one.len(), 1, "u-boris's enrollment in 1 has no date: today");
+    assert_eq!(
+        nonzero(&chart_bars(&browser, "#chart-enrollments").await),
+        one
+    );
+    mark_stale(&browser, "#courses-table").await;
+    choose(&browser, "#analytics-days", "A year").await;
+    wait_fresh(&browser, "#courses-table").await;
+    let year = chart_bars(&browser, "#chart-enrollments").await;
+    assert_eq!(year.len(), 366);
+    assert_eq!(
+        nonzero(&year),
+        nonzero_days(
+            &admin,
+            "/api/admin/analytics/enrollments?days=366&course_id=1",
+            false
+        )
+        .await
+    );
+    let selected = browser
+        .execute(
+            "return document.getElementById('analytics-course').value",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(selected, "1", "the course stays chosen");
 
     // Users: the placeholder accounts of the legacy users.
     open_tab(&browser, "users").await;

@@ -315,38 +315,53 @@ function barChart(points, label, max) {
     const bh = ((h - pad) * p.value) / top;
     const x = pad + i * bw;
     return `<rect class="bar" x="${x + 1}" y="${h - pad - bh}" width="${Math.max(1, bw - 2)}" height="${bh}"><title>${esc(p.label)}: ${esc(p.value)}</title></rect>` +
-      (points.length <= 31 && (i % Math.ceil(points.length / 8) === 0) ? `<text x="${x}" y="${h - 10}">${esc(p.label)}</text>` : "");
+      (i % Math.ceil(points.length / 8) === 0 ? `<text x="${x}" y="${h - 10}">${esc(p.label)}</text>` : "");
   }).join("");
+  // Screen readers get the figures as text; of a long series, the days with something.
+  const spoken = points.length > 31 ? points.filter((p) => p.value) : points;
   return `<svg class="chart" viewBox="0 0 ${w} ${h}" role="img" aria-label="${esc(label)}">
     <line class="axis" x1="${pad}" y1="${h - pad}" x2="${w}" y2="${h - pad}"/>
     <text x="0" y="12">${esc(top)}</text><text x="0" y="${h - pad}">0</text>${bars}</svg>
-    <p class="sr-only">${points.map((p) => `${esc(p.label)}: ${esc(p.value)}`).join("; ")}</p>`;
+    <p class="sr-only">${spoken.map((p) => `${esc(p.label)}: ${esc(p.value)}`).join("; ") || "all 0"}</p>`;
 }
 
-function days(series) {
+function days(series, count) {
   const byDay = new Map(series.points.map((p) => [p.day, p.count]));
   const out = [];
   const today = new Date();
-  for (let i = 29; i >= 0; i--) {
+  for (let i = count - 1; i >= 0; i--) {
     const d = new Date(Date.UTC(today.getUTCFullYear(), today.getUTCMonth(), today.getUTCDate() - i));
     const key = d.toISOString().slice(0, 10);
-    out.push({ label: key.slice(5), value: byDay.get(key) || 0 });
+    out.push({ label: count > 31 ? key : key.slice(5), value: byDay.get(key) || 0 });
   }
   return out;
 }
 
+$("#analytics-form").addEventListener("change", () => loadAnalytics().catch(showError));
+$("#analytics-form").addEventListener("submit", (ev) => ev.preventDefault());
+
+// Enrollments and completions per day (of one course, or all), active users per day, and the
+// per-course figures; the course list comes from those figures.
 async function loadAnalytics() {
+  const period = Number($("#analytics-days").value) || 30;
+  const course = $("#analytics-course").value;
+  const scope = `days=${period}${course ? `&course_id=${encodeURIComponent(course)}` : ""}`;
   const [enr, comp, active, courses] = await Promise.all([
-    api.get("/api/admin/analytics/enrollments?days=30"),
-    api.get("/api/admin/analytics/enrollments?days=30&metric=completions"),
-    api.get("/api/admin/analytics/active-users?days=30"),
-    api.get("/api/admin/analytics/courses?limit=20"),
+    api.get(`/api/admin/analytics/enrollments?${scope}`),
+    api.get(`/api/admin/analytics/enrollments?${scope}&metric=completions`),
+    api.get(`/api/admin/analytics/active-users?days=${period}`),
+    api.get("/api/admin/analytics/courses?limit=100"),
   ]);
-  $("#chart-enrollments").innerHTML = barChart(days(enr), "Enrollments per day");
-  $("#chart-completions").innerHTML = barChart(days(comp), "Completions per day");
-  $("#chart-active").innerHTML = barChart(days(active), "Active users per day");
-  $("#chart-progress").innerHTML = barChart(courses.map((c) => ({ label: c.title || c.course_id, value: Math.round(c.average_progress) })), "Average progress per course", 100);
-  $("#courses-table tbody").innerHTML = courses.map((c) =>
+  const name = (c) => c.title ? `${c.title} (${c.course_id})` : c.course_id;
+  $("#analytics-course").innerHTML = `<option value="">All courses</option>` + courses.map((c) =>
+    `<option value="${esc(c.course_id)}"${c.course_id === course ? " selected" : ""}>${esc(name(c))}</option>`).join("");
+  const of = course ? ` of ${name(courses.find((c) => c.course_id === course) || { course_id: course })}` : "";
+  $("#chart-enrollments").innerHTML = barChart(days(enr, period), `Enrollments per day${of}`);
+  $("#chart-completions").innerHTML = barChart(days(comp, period), `Completions per day${of}`);
+  $("#chart-active").innerHTML = barChart(days(active, period), "Active users per day");
+  const top = courses.slice(0, 20);
+  $("#chart-progress").innerHTML = barChart(top.map((c) => ({ label: c.title || c.course_id, value: Math.round(c.average_progress) })), "Average progress per course", 100);
+  $("#courses-table tbody").innerHTML = top.map((c) =>
     `<tr><td>${esc(c.title || c.course_id)}</td><td><code>${esc(c.course_id)}</code></td><td>${c.enrollments}</td><td>${c.active}</td><td>${c.completed}</td><td>${c.average_progress.toFixed(1)} %</td></tr>`
   ).join("") || `<tr><td colspan="6" class="muted">No enrollments yet.</td></tr>`;
 }

@@ -1118,3 +1118,391 @@ both_backends!(title_order_is_by_code_point_on_both, |backend| async move {
     assert_eq!(got, expected, "code point order of (title, id)");
     assert_eq!(got.len(), titles.len() + 3);
 });
+
+/// Inserts a session row whose record is `uid` → `user_id` (MessagePack, as
+/// tower-sessions-sqlx-store writes it), straight into the backend's session table.
+async fn insert_session(connected: &store::Connected, id: &str, user_id: &str) {
+    fn str8(out: &mut Vec<u8>, s: &str) {
+        if s.len() < 32 {
+            out.push(0xa0 | s.len() as u8);
+        } else {
+            out.extend_from_slice(&[0xd9, s.len() as u8]);
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+    // [id, {"uid": user_id, "csrf": "x"}, expiry] — the shape matters less than the bytes.
+    let mut data = vec![0x93];
+    str8(&mut data, id);
+    data.push(0x82);
+    str8(&mut data, "uid");
+    str8(&mut data, user_id);
+    str8(&mut data, "csrf");
+    str8(&mut data, "token");
+    data.push(0x00);
+    match connected {
+        store::Connected::Postgres(s) => {
+            sqlx::query("INSERT INTO tower_sessions.session (id, data, expiry_date) VALUES ($1, $2, now() + interval '1 day')")
+                .bind(id)
+                .bind(data)
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+        store::Connected::Sqlite(s) => {
+            sqlx::query("INSERT INTO tower_sessions (id, data, expiry_date) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(data)
+                .bind(4_000_000_000i64)
+                .execute(s.pool())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn session_ids(connected: &store::Connected) -> Vec<String> {
+    let mut ids: Vec<String> = match connected {
+        store::Connected::Postgres(s) => {
+            sqlx::query_scalar("SELECT id FROM tower_sessions.session")
+                .fetch_all(s.pool())
+                .await
+                .unwrap()
+        }
+        store::Connected::Sqlite(s) => sqlx::query_scalar("SELECT id FROM tower_sessions")
+            .fetch_all(s.pool())
+            .await
+            .unwrap(),
+    };
+    ids.sort();
+    ids
+}
+
+both_backends!(
+    erase_user_removes_everything_held_about_them,
+    |backend| async move {
+        use learnsync::model::Device;
+        use learnsync::store::{DocWrite, ErasedCounts, SyncStateRow, WriteOutcome};
+        use sync_core::docs::projection::{PreferencesRow, Projection};
+
+        let db = TestDb::new(backend).await;
+        let connected = store::connect(db.url(), 4, "conformance").await.unwrap();
+        let store = connected.store();
+        store.migrate().await.unwrap();
+        let victim = store
+            .create_user(&new_user(1, Role::Admin))
+            .await
+            .unwrap()
+            .user
+            .id;
+        let other = store
+            .create_user(&new_user(2, Role::Learner))
+            .await
+            .unwrap()
+            .user
+            .id;
+        let admin = store
+            .create_user(&new_user(3, Role::Admin))
+            .await
+            .unwrap()
+            .user
+            .id;
+        let now = 1_700_000_000_000;
+
+        // Documents (with projection rows and sync states) of both users.
+        let prefs = |owner: &str, doc: &str, theme: &str| DocWrite {
+            doc_id: doc.into(),
+            owner_id: owner.into(),
+            kind: "preferences".into(),
+            course_id: None,
+            changes: vec![1, 2, 3],
+            projection: Some(Projection::Preferences(PreferencesRow {
+                theme: Some(theme.into()),
+                language: None,
+                settings: [("theme".to_string(), json!(theme))].into(),
+            })),
+        };
+        let course = |owner: &str, doc: &str| DocWrite {
+            doc_id: doc.into(),
+            owner_id: owner.into(),
+            kind: "course".into(),
+            course_id: Some("c1".into()),
+            changes: vec![4, 5],
+            projection: Some(Projection::Course(
+                sync_core::docs::projection::CourseProgressRow {
+                    course_id: "c1".into(),
+                    attempt: 1,
+                    progress: 40.0,
+                    completed_lessons: vec!["l1".into()],
+                    time_spent_secs: 60,
+                    last_activity: Some(now),
+                },
+            )),
+        };
+        let outcomes = store
+            .store_writes(
+                &[
+                    prefs(&victim, "doc-v-prefs", "dark"),
+                    course(&victim, "doc-v-c1"),
+                    prefs(&victim, "doc-v-prefs", "light"),
+                    prefs(&other, "doc-o-prefs", "dark"),
+                    course(&other, "doc-o-c1"),
+                ],
+                now,
+            )
+            .await
+            .unwrap();
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, WriteOutcome::Stored { .. })),
+            "{outcomes:?}"
+        );
+        store
+            .save_sync_states(
+                &[
+                    SyncStateRow {
+                        doc_id: "doc-v-prefs".into(),
+                        storage_id: "peer".into(),
+                        state: vec![9],
+                    },
+                    SyncStateRow {
+                        doc_id: "doc-o-prefs".into(),
+                        storage_id: "peer".into(),
+                        state: vec![9],
+                    },
+                ],
+                now,
+            )
+            .await
+            .unwrap();
+        for (user, token) in [(&victim, "t-v"), (&other, "t-o")] {
+            store
+                .create_token(&NewToken {
+                    id: token.into(),
+                    user_id: user.clone(),
+                    name: "phone".into(),
+                    token_hash: format!("hash-{token}"),
+                    now,
+                })
+                .await
+                .unwrap();
+        }
+        insert_session(&connected, "s-victim-1", &victim).await;
+        insert_session(&connected, "s-victim-2", &victim).await;
+        insert_session(&connected, "s-other", &other).await;
+        // A course the victim wrote and one of the other user, reports on it.
+        store
+            .create_course(&new_course(
+                "c1",
+                "Algebra",
+                CourseStatus::Published,
+                Some(&victim),
+                now,
+            ))
+            .await
+            .unwrap();
+        store
+            .create_report(&new_report("r-victim", "c1", Some(&victim), now))
+            .await
+            .unwrap();
+        store
+            .create_report(&new_report("r-other", "c1", Some(&other), now + 1))
+            .await
+            .unwrap();
+        store
+            .resolve_report(
+                "r-other",
+                ReportStatus::Resolved,
+                Some("ok"),
+                &victim,
+                now + 2,
+            )
+            .await
+            .unwrap();
+        store
+            .insert_logs(&[
+                log(LogLevel::Error, "client", Some(&victim), now),
+                log(LogLevel::Info, "audit", Some(&victim), now + 1),
+                log(LogLevel::Error, "client", Some(&other), now + 2),
+            ])
+            .await
+            .unwrap();
+        let run = |id: &str, actor: &str, source: RunSource, at: i64| MigrationRun {
+            id: id.into(),
+            actor_id: Some(actor.into()),
+            source,
+            label: "dump.json".into(),
+            status: RunStatus::Succeeded,
+            dry_run: false,
+            dumps_total: 1,
+            dumps_done: 1,
+            counts: json!({}),
+            report: json!([]),
+            errors: json!([]),
+            started_at: Timestamp(at),
+            finished_at: Some(Timestamp(at + 1)),
+        };
+        store
+            .save_run(&run("run-own", &victim, RunSource::Client, now))
+            .await
+            .unwrap();
+        store
+            .save_run(&run("run-admin", &victim, RunSource::Admin, now + 5))
+            .await
+            .unwrap();
+        store
+            .save_run(&run("run-other", &other, RunSource::Client, now))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .runs_by_actor(&victim)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>(),
+            ["run-admin", "run-own"],
+            "a user's runs, newest first, nobody else's"
+        );
+        for (conn, user) in [("i/1", &victim), ("i/2", &other)] {
+            store
+                .device_connected(&Device {
+                    conn_id: conn.into(),
+                    instance_id: "i".into(),
+                    user_id: user.clone(),
+                    peer_id: "p".into(),
+                    remote_addr: "127.0.0.1".into(),
+                    user_agent: "test".into(),
+                    connected_at: Timestamp(now),
+                    last_sync_at: None,
+                })
+                .await
+                .unwrap();
+        }
+
+        let counts = store
+            .erase_user(&victim, "sha256:pseudonym", Some(&admin), now + 10)
+            .await
+            .unwrap()
+            .expect("the user existed");
+        assert_eq!(
+            counts,
+            ErasedCounts {
+                documents: 2,
+                document_changes: 3,
+                enrollments: 1,
+                preferences: 1,
+                api_tokens: 1,
+                sessions: 2,
+                reports: 1,
+                logs: 1,
+                audit_entries_pseudonymised: 1,
+                import_runs: 1,
+                devices: 1,
+            }
+        );
+        assert_eq!(
+            store
+                .erase_user(&victim, "sha256:pseudonym", Some(&admin), now)
+                .await
+                .unwrap(),
+            None
+        );
+
+        // Nothing of the victim is left.
+        assert_eq!(store.user(&victim).await.unwrap(), None);
+        assert!(store.load_document("doc-v-prefs").await.unwrap().is_none());
+        assert!(store.load_document("doc-v-c1").await.unwrap().is_none());
+        assert!(store.user_documents(&victim).await.unwrap().is_empty());
+        assert_eq!(store.preferences(&victim).await.unwrap(), None);
+        assert!(store.enrollments(&victim).await.unwrap().is_empty());
+        assert!(store.token_user("hash-t-v", now).await.unwrap().is_none());
+        assert!(store.list_devices(Some(&victim)).await.unwrap().is_empty());
+        assert!(store.runs_by_actor(&victim).await.unwrap().is_empty());
+        assert_eq!(session_ids(&connected).await, ["s-other"]);
+        let victims_logs = store
+            .list_logs(&LogQuery {
+                user_id: Some(victim.clone()),
+                limit: 100,
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap();
+        assert!(victims_logs.items.is_empty(), "{victims_logs:?}");
+        let reports = store
+            .list_reports(&ReportQuery {
+                limit: 100,
+                ..ReportQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(reports.items.len(), 1);
+        assert_eq!(reports.items[0].id, "r-other");
+        assert_eq!(
+            reports.items[0].resolved_by, None,
+            "the moderator is unlinked, the outcome kept"
+        );
+        assert_eq!(reports.items[0].status, ReportStatus::Resolved);
+        assert_eq!(store.course("c1").await.unwrap().unwrap().author_id, None);
+        assert_eq!(
+            store.run("run-admin").await.unwrap().unwrap().actor_id,
+            None
+        );
+
+        // The audit trail: the victim's own admin action under the pseudonym, and the erasure.
+        let audit = store
+            .list_logs(&LogQuery {
+                source: Some("audit".into()),
+                limit: 100,
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(audit.items.len(), 2, "{audit:?}");
+        let erased = &audit.items[0];
+        assert_eq!(erased.message, "user erased");
+        assert_eq!(erased.user_id.as_deref(), Some(admin.as_str()));
+        let context = erased.context.clone().unwrap();
+        assert_eq!(context["subject"], "sha256:pseudonym");
+        assert_eq!(context["erased"]["documents"], 2);
+        assert!(!serde_json::to_string(erased).unwrap().contains(&victim));
+        assert_eq!(audit.items[1].user_id.as_deref(), Some("sha256:pseudonym"));
+
+        // The other user is untouched.
+        assert_eq!(store.user_documents(&other).await.unwrap().len(), 2);
+        assert_eq!(
+            store
+                .load_document("doc-o-prefs")
+                .await
+                .unwrap()
+                .unwrap()
+                .sync_states
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .preferences(&other)
+                .await
+                .unwrap()
+                .unwrap()
+                .theme
+                .as_deref(),
+            Some("dark")
+        );
+        assert_eq!(store.enrollments(&other).await.unwrap().len(), 1);
+        assert!(store.token_user("hash-t-o", now).await.unwrap().is_some());
+        assert_eq!(store.list_devices(Some(&other)).await.unwrap().len(), 1);
+        assert_eq!(store.runs_by_actor(&other).await.unwrap().len(), 1);
+        let others_logs = store
+            .list_logs(&LogQuery {
+                user_id: Some(other.clone()),
+                limit: 100,
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(others_logs.items.len(), 1);
+    }
+);

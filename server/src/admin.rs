@@ -90,6 +90,14 @@ pub struct SeriesQuery {
     pub metric: Option<String>,
 }
 
+/// Query of the active-users series: activity is counted per user, over all courses.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveUsersQuery {
+    /// Days back from today (1–366, default 30).
+    pub days: Option<u32>,
+}
+
 /// Query of the per-course analytics.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -330,13 +338,13 @@ async fn enrollment_analytics(
 /// Users with learning activity per day (admins).
 #[utoipa::path(
     get, path = "/api/admin/analytics/active-users", tag = "admin",
-    params(SeriesQuery),
+    params(ActiveUsersQuery),
     responses((status = 200, body = Series), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody))
 )]
 async fn active_users(
     State(state): State<AppState>,
     _admin: AdminUser,
-    Query(q): Query<SeriesQuery>,
+    Query(q): Query<ActiveUsersQuery>,
 ) -> ApiResult<Json<Series>> {
     let (from, to) = window(q.days)?;
     Ok(Json(Series {

@@ -377,11 +377,11 @@ pub struct MigrationRun {
     /// Counts per key and outcome.
     #[schema(value_type = Object)]
     pub counts: Json,
-    /// Per-dump, per-key results.
-    #[schema(value_type = Object)]
+    /// Per-dump, per-key results (a list).
+    #[schema(value_type = Vec<Object>)]
     pub report: Json,
-    /// Errors.
-    #[schema(value_type = Object)]
+    /// Errors (a list).
+    #[schema(value_type = Vec<Object>)]
     pub errors: Json,
     /// Started.
     pub started_at: Timestamp,

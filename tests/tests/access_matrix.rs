@@ -281,6 +281,16 @@ async fn probe(w: &World, method: &str, path: &str, who: Who, own: bool) -> Opti
                 admin_only,
             )
         }
+        ("delete", "/api/admin/users/{id}") => {
+            // Erasure: a fresh user each time, so the matrix's own users stay.
+            let victim = w.app.user(Role::Learner).await;
+            let id = victim.id();
+            (
+                c.delete(&format!("/api/admin/users/{id}?confirm={id}")).await,
+                admin_only,
+            )
+        }
+        ("get", "/api/me/export") => (c.get(path).await, authed),
         ("post", "/api/admin/sync") => (
             c.post(path, &json!({ "user": owner.id() })).await,
             admin_only,

@@ -286,7 +286,8 @@ async fn probe(w: &World, method: &str, path: &str, who: Who, own: bool) -> Opti
             let victim = w.app.user(Role::Learner).await;
             let id = victim.id();
             (
-                c.delete(&format!("/api/admin/users/{id}?confirm={id}")).await,
+                c.delete(&format!("/api/admin/users/{id}?confirm={id}"))
+                    .await,
                 admin_only,
             )
         }

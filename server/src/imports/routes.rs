@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -70,8 +71,11 @@ pub struct StartedMigration {
 async fn start_migration(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
-    mut form: Multipart,
+    form: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<(StatusCode, JsonBody<StartedMigration>)> {
+    // Not multipart at all (another content type, no boundary): the one error shape too.
+    let mut form =
+        form.map_err(|e| ApiError::BadRequest(format!("malformed upload: {}", e.body_text())))?;
     let limit = state.config.max_upload_bytes;
     let mut received = 0usize;
     let mut dumps: Vec<DumpInput> = Vec::new();

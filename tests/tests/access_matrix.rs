@@ -80,6 +80,28 @@ impl World {
         self.n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// An admin's upload of one small dump as a dry run (changes nothing): the form, and a run.
+    fn dump_form() -> reqwest::multipart::Form {
+        reqwest::multipart::Form::new()
+            .part(
+                "files",
+                reqwest::multipart::Part::text("{\"theme\": \"dark\"}").file_name("matrix.json"),
+            )
+            .text("dry_run", "true")
+    }
+
+    async fn run(&self) -> String {
+        let admin = &self.users[&(Who::Admin, true)];
+        let started = admin
+            .send(
+                admin
+                    .request(reqwest::Method::POST, "/api/admin/migrations")
+                    .multipart(Self::dump_form()),
+            )
+            .await;
+        started.ok(202)["id"].as_str().unwrap().to_string()
+    }
+
     async fn course(&self, author: Option<&str>, status: CourseStatus) -> String {
         let id = format!("m-{}", self.next());
         let now = learnsync::model::now_ms();
@@ -292,6 +314,24 @@ async fn probe(w: &World, method: &str, path: &str, who: Who, own: bool) -> Opti
             )
         }
         ("get", "/api/me/export") => (c.get(path).await, authed),
+        ("get", "/api/admin/migrations") => (c.get(path).await, admin_only),
+        ("post", "/api/admin/migrations") => (
+            c.send(
+                c.request(reqwest::Method::POST, path)
+                    .multipart(World::dump_form()),
+            )
+            .await,
+            admin_only,
+        ),
+        ("get", "/api/admin/migrations/{id}") | ("get", "/api/admin/migrations/{id}/events") => {
+            // Runs belong to no one: admins see every run, nobody else any.
+            let id = w.run().await;
+            (c.get(&path.replace("{id}", &id)).await, admin_only)
+        }
+        ("post", "/api/me/legacy-import") => (
+            c.post(path, &json!({ "dump": { "theme": "dark" } })).await,
+            authed,
+        ),
         ("post", "/api/admin/sync") => (
             c.post(path, &json!({ "user": owner.id() })).await,
             admin_only,

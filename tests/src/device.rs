@@ -1,9 +1,11 @@
 //! A device for tests: `sync_core::client::Client` over a real WebSocket (tokio-tungstenite),
 //! the same client logic the browser runs, with helpers to wait for conditions.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use automerge::ChangeHash;
 use futures_util::{SinkExt, StreamExt};
 use sync_core::DocumentId;
 use sync_core::client::{Client, ClientConfig, ClientEvent, ClientOutput, SyncStatus};
@@ -38,6 +40,7 @@ pub struct Device {
     pub client: Arc<Mutex<Client>>,
     changed: Arc<Notify>,
     events: Arc<Mutex<Vec<ClientEvent>>>,
+    acknowledged: Arc<Mutex<Acknowledged>>,
     out: Option<mpsc::UnboundedSender<Vec<u8>>>,
     pump: Option<JoinHandle<Option<String>>>,
     ws_url: String,
@@ -61,6 +64,7 @@ impl Device {
             client: Arc::new(Mutex::new(client)),
             changed: Arc::new(Notify::new()),
             events: Arc::new(Mutex::new(Vec::new())),
+            acknowledged: Arc::new(Mutex::new(BTreeMap::new())),
             out: None,
             pump: None,
             ws_url,
@@ -100,6 +104,7 @@ impl Device {
         let client = self.client.clone();
         let changed = self.changed.clone();
         let events = self.events.clone();
+        let acknowledged = self.acknowledged.clone();
         self.pump = Some(tokio::spawn(async move {
             let mut close_reason = None;
             loop {
@@ -113,6 +118,7 @@ impl Device {
                             Some(Ok(Message::Binary(b))) => {
                                 let mut c = client.lock().unwrap();
                                 let _ = c.handle_frame(&b);
+                                record_acknowledged(&c, &acknowledged);
                                 drain(&mut c, &tx, &events);
                                 drop(c);
                                 changed.notify_waiters();
@@ -163,6 +169,12 @@ impl Device {
         value
     }
 
+    /// Points the device at another server (its next [`Device::connect`] goes there), e.g. when
+    /// its instance died and it fails over to another one.
+    pub fn move_to(&mut self, base_url: &str) {
+        self.ws_url = base_url.replacen("http://", "ws://", 1) + "/sync";
+    }
+
     /// Closes the socket (the device goes offline).
     pub async fn disconnect(&mut self) {
         self.out = None;
@@ -209,9 +221,29 @@ impl Device {
         .await;
     }
 
+    /// Every head the server ever reported to this device, per document (kept across
+    /// disconnects): each covers changes the server said it stored, so after any fault they
+    /// must all be in storage.
+    pub fn acknowledged(&self) -> Acknowledged {
+        self.acknowledged.lock().unwrap().clone()
+    }
+
     /// Events seen so far.
     pub fn events(&self) -> Vec<ClientEvent> {
         self.events.lock().unwrap().clone()
+    }
+}
+
+/// Server heads seen by a device, per document.
+pub type Acknowledged = BTreeMap<DocumentId, BTreeSet<ChangeHash>>;
+
+fn record_acknowledged(c: &Client, acknowledged: &Mutex<Acknowledged>) {
+    let mut acked = acknowledged.lock().unwrap();
+    for doc in c.documents() {
+        let heads = c.server_heads(&doc);
+        if !heads.is_empty() {
+            acked.entry(doc).or_default().extend(heads);
+        }
     }
 }
 

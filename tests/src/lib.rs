@@ -5,4 +5,6 @@ pub mod app;
 pub mod browser;
 pub mod db;
 pub mod device;
+pub mod faults;
 pub mod js;
+pub mod process;

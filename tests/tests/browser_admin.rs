@@ -937,6 +937,37 @@ async fn admin_sees_devices_tab_addresses_and_inert_dump_markup() {
             .unwrap(),
         json!(0)
     );
+    // Dismissed with a note, at the keyboard.
+    let report_id = browser
+        .execute(
+            "return document.querySelector('#reports-table tbody tr[data-id]').dataset.id",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let report_id = report_id.as_str().unwrap().to_string();
+    let row = format!("#reports-table tr[data-id=\"{report_id}\"]");
+    browser
+        .type_into(&format!("{row} textarea"), "not a real report")
+        .await
+        .unwrap();
+    // Tab past Resolve to Dismiss, then Enter.
+    browser
+        .press_keys(&format!("{TAB}{TAB}{ENTER}"))
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "document.querySelector('#reports-table tbody tr:not([data-id])')",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let dismissed = admin.get("/api/admin/reports?status=dismissed").await;
+    let dismissed = dismissed.ok(200)["items"].as_array().unwrap().clone();
+    assert_eq!(dismissed.len(), 1, "{dismissed:#?}");
+    assert_eq!(dismissed[0]["id"], report_id.as_str());
+    assert_eq!(dismissed[0]["note"], "not a real report");
 
     open_tab(&browser, "logs").await;
     browser
@@ -979,6 +1010,36 @@ async fn admin_sees_devices_tab_addresses_and_inert_dump_markup() {
         json!(0)
     );
     shot(&browser, "hostile-dump").await;
+
+    // The legacy user's placeholder made a teacher from the users tab.
+    open_tab(&browser, "users").await;
+    let eve = legacy_user(&admin, "u-eve").await;
+    choose(&browser, &format!("#role-{eve}"), "teacher").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let users = admin.get("/api/admin/users?role=teacher").await;
+        if users.ok(200)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == eve.as_str())
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the role did not change: {}",
+            users.text
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        browser
+            .execute(&format!("return {INJECTED}"), vec![])
+            .await
+            .unwrap(),
+        json!(0)
+    );
 
     // Logging out ends the session: the form is back and the API refuses the old cookie.
     browser.click("#logout").await.unwrap();

@@ -22,6 +22,7 @@
 
 pub mod bindings;
 pub mod ids;
+pub mod session;
 
 pub use sync_core::ids::IdError;
 
@@ -40,4 +41,13 @@ pub enum ClientError {
     /// A course id was empty: no course has one, so the caller has a bug.
     #[error("courseId must not be empty")]
     EmptyCourseId,
+    /// A parameter is malformed (the text says which and how).
+    #[error("{0}")]
+    Invalid(String),
+    /// The session refused an operation (not enrolled, document ids unknown, corrupt bytes…).
+    #[error("{0}")]
+    Session(String),
+    /// The legacy dump could not be read.
+    #[error("legacy import: {0}")]
+    Import(String),
 }

@@ -281,6 +281,14 @@ async fn admin_imports_resyncs_moderates_filters_and_charts() {
     browser
         .execute(
             "window.percents = [];
+             // Every server-sent event the page receives, to tell the live stream from polling.
+             window.sse = [];
+             const Source = window.EventSource;
+             window.EventSource = function (url) {
+               const source = new Source(url);
+               for (const name of ['progress', 'finished']) source.addEventListener(name, () => sse.push(name));
+               return source;
+             };
              new MutationObserver(() => percents.push(document.getElementById('migrate-percent').textContent))
                .observe(document.getElementById('migrate-percent'), { childList: true, characterData: true, subtree: true });",
             vec![],
@@ -312,6 +320,14 @@ async fn admin_imports_resyncs_moderates_filters_and_charts() {
     );
     assert_eq!(text(&browser, "#migrate-percent").await, "100 %");
     assert_eq!(text(&browser, "#migrate-status").await, "succeeded");
+    let sse: Vec<String> =
+        serde_json::from_value(browser.execute("return window.sse", vec![]).await.unwrap())
+            .unwrap();
+    assert_eq!(
+        sse.last().map(String::as_str),
+        Some("finished"),
+        "the page followed the run over server-sent events: {sse:?}"
+    );
 
     // Per-key results, dump by dump.
     let results = rows(&browser, "#migrate-table").await;

@@ -159,8 +159,8 @@ async fn losing_one_of_three_instances_loses_nothing_and_its_devices_fail_over()
     // Three users, each with one device on instance k and one on instance k+1: the killed
     // instance (1) carries a device of users 0 and 1, and the other half of each pair lives on.
     let mut accounts = Vec::new();
-    for i in 0..3 {
-        accounts.push(Account::register(&servers[i].base, &format!("lost{i}@example.test")).await);
+    for (i, server) in servers.iter().enumerate() {
+        accounts.push(Account::register(&server.base, &format!("lost{i}@example.test")).await);
     }
     let mut writers = Vec::new();
     let mut home = Vec::new();

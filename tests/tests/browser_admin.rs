@@ -1120,10 +1120,42 @@ async fn admin_pages_through_logs_on_a_phone() {
     let browser = driver.launch_new("admin-phone").await.unwrap();
     browser.set_window_size(390, 844).await.unwrap();
 
-    // A learner cannot use the console.
+    // A wrong password is refused with the server's reason, then a learner cannot use the
+    // console either.
     browser.goto(&app.url("/admin/logs")).await.unwrap();
     browser
         .wait_for("!document.getElementById('login-view').hidden", WAIT)
+        .await
+        .unwrap();
+    browser
+        .type_into("#login-email", admin.email())
+        .await
+        .unwrap();
+    browser
+        .type_into("#login-password", &format!("not the password{ENTER}"))
+        .await
+        .unwrap();
+    let wrong = browser
+        .wait_for("document.getElementById('login-error').textContent", WAIT)
+        .await
+        .unwrap();
+    let wrong_api = app
+        .anonymous()
+        .post(
+            "/api/auth/login",
+            &json!({ "email": "nobody@example.test", "password": "x" }),
+        )
+        .await;
+    assert_eq!(
+        wrong, wrong_api.body["error"]["message"],
+        "{}",
+        wrong_api.text
+    );
+    browser
+        .execute(
+            "document.getElementById('login-email').value = ''; document.getElementById('login-password').value = '';",
+            vec![],
+        )
         .await
         .unwrap();
     browser

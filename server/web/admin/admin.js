@@ -37,6 +37,7 @@ function showLogin(message) {
 
 $("#login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
+  $("#login-error").textContent = ""; // the previous attempt's reason is not this one's
   try {
     await api.post("/api/auth/login", { email: $("#login-email").value, password: $("#login-password").value });
     await start();

@@ -19,7 +19,7 @@ use crate::auth::AdminUser;
 use crate::error::{ApiError, ApiResult, ErrorBody, Json, Path, Query};
 use crate::model::now_ms;
 use crate::state::AppState;
-use crate::store::ErasedCounts;
+use crate::store::{ErasedCounts, StoreError};
 
 /// Erasure routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -91,14 +91,32 @@ async fn erase_user(
     // and again after (in case one reconnected in between; it cannot any more).
     disconnect_everywhere(&state, &user_id).await;
     let subject = subject(&user_id);
-    let erased = state
-        .store
-        .erase_user(&user_id, &subject, Some(admin.id()), now_ms())
-        .await?
-        .ok_or(ApiError::NotFound("user"))?;
+    let mut attempt = 1;
+    let erased = loop {
+        match state
+            .store
+            .erase_user(&user_id, &subject, Some(admin.id()), now_ms())
+            .await
+        {
+            // The devices just closed persist their sync states; on PostgreSQL those inserts
+            // can deadlock with the deletion of the same documents. The database aborted the
+            // whole erasure, so running it again is safe.
+            Err(e) if attempt < 5 && is_transient(&e) => {
+                tracing::debug!(error = %e, attempt, "erasure aborted by the database; retrying");
+                attempt += 1;
+            }
+            result => break result?.ok_or(ApiError::NotFound("user"))?,
+        }
+    };
     disconnect_everywhere(&state, &user_id).await;
     tracing::info!(%subject, "user erased");
     Ok(Json(Erased { subject, erased }))
+}
+
+/// A deadlock or serialization failure: the transaction was rolled back and may be retried.
+fn is_transient(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(sqlx::Error::Database(db))
+        if db.code().is_some_and(|c| c == "40P01" || c == "40001"))
 }
 
 /// Closes the user's connections on this instance and tells the other instances to do the

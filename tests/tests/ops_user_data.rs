@@ -234,6 +234,7 @@ both_backends!(
             .await
             .ok(200)
             .clone();
+        assert!(doc["paths"]["/api/me/export"]["get"].is_object());
         let violations = e2e::app::schema_violations(&doc, "get", "/api/me/export", 200, &export);
         assert!(violations.is_empty(), "{violations:?}");
         assert!(doc["components"]["schemas"]["UserExport"].is_object());
@@ -390,6 +391,10 @@ both_backends!(
             .await
             .ok(200)
             .clone();
+        // Documented next to the PATCH of the same path (utoipa merges the two operations).
+        assert!(doc["paths"]["/api/admin/users/{id}"]["delete"].is_object());
+        assert!(doc["paths"]["/api/admin/users/{id}"]["patch"].is_object());
+        assert!(doc["components"]["schemas"]["Erased"].is_object());
         let violations =
             e2e::app::schema_violations(&doc, "delete", "/api/admin/users/{id}", 200, &erased);
         assert!(violations.is_empty(), "{violations:?}");

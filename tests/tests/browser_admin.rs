@@ -1368,6 +1368,16 @@ async fn admin_dry_run_and_bad_uploads() {
     );
     assert_eq!(text(&browser, "#migrate-error").await, "");
     browser
+        .wait_for(
+            "document.querySelectorAll('#runs-table tbody tr').length === 2",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let runs = rows(&browser, "#runs-table").await;
+    assert_eq!(runs[0][3], "partial", "{runs:#?}");
+    assert!(runs[0][5].ends_with("1 dump(s) failed"), "{runs:#?}");
+    browser
         .execute(
             "document.getElementById('migrate-results').scrollIntoView()",
             vec![],

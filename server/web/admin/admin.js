@@ -196,7 +196,8 @@ async function loadRuns() {
   const page = await api.get("/api/admin/migrations?limit=20");
   $("#runs-table tbody").innerHTML = page.items.map((r) => {
     const c = r.counts || {};
-    const counts = ["imported", "merged", "skipped", "unchanged"].filter((k) => c[k]).map((k) => `${k} ${c[k]}`).join(", ");
+    const counts = ["imported", "merged", "skipped", "unchanged"].filter((k) => c[k]).map((k) => `${k} ${c[k]}`)
+      .concat(c.dumps_failed ? [`${c.dumps_failed} dump(s) failed`] : []).join(", ");
     return `<tr><td>${fmtTime(r.started_at)}</td><td>${esc(r.source)}</td><td>${esc(r.label)}${r.dry_run ? " (dry run)" : ""}</td><td>${esc(r.status)}</td><td>${r.dumps_done}/${r.dumps_total}</td><td>${esc(counts)}</td></tr>`;
   }).join("") || `<tr><td colspan="6" class="muted">No imports yet.</td></tr>`;
 }

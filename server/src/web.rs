@@ -20,6 +20,10 @@ const APP_HTML: &str = include_str!("../web/app/index.html");
 const APP_JS: &str = include_str!("../web/app/app.js");
 const STYLE_CSS: &str = include_str!("../web/shared/style.css");
 const API_JS: &str = include_str!("../web/shared/api.js");
+/// The browser client's JavaScript shell (WebSocket, timers, localStorage around client-wasm).
+const LEARNSYNC_JS: &str = include_str!("../../client-wasm/js/learnsync.js");
+const APP_CSS: &str = include_str!("../web/app/app.css");
+const APP_SW: &str = include_str!("../web/app/sw.js");
 
 /// The pages are same-origin only; the wasm client needs `wasm-unsafe-eval` to instantiate.
 const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
@@ -38,6 +42,12 @@ pub fn router() -> Router<AppState> {
         .route("/app", get(|| page(APP_HTML)))
         .route("/app/", get(|| page(APP_HTML)))
         .route("/app/app.js", get(|| asset(APP_JS, "text/javascript")))
+        .route(
+            "/app/learnsync.js",
+            get(|| asset(LEARNSYNC_JS, "text/javascript")),
+        )
+        .route("/app/app.css", get(|| asset(APP_CSS, "text/css")))
+        .route("/app/sw.js", get(service_worker))
         .route(
             "/static/admin.js",
             get(|| asset(ADMIN_JS, "text/javascript")),
@@ -74,6 +84,23 @@ async fn page(html: &'static str) -> Response {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         html,
+    )
+        .into_response()
+}
+
+/// The learner page's service worker, allowed to control `/app` itself (not only `/app/…`), so
+/// that a reload with the server down still shows the page.
+async fn service_worker() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (
+                header::HeaderName::from_static("service-worker-allowed"),
+                "/app",
+            ),
+        ],
+        APP_SW,
     )
         .into_response()
 }

@@ -61,12 +61,16 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     }
     let mut config = Config::defaults();
     config.database_url = args.database_url.clone();
-    let connected = crate::store::connect(
-        &args.database_url,
-        config.db_max_connections.max(8),
-        "cli-import",
-    )
-    .await?;
+    // Every dump in flight may hold a connection, beside the writers and the run record.
+    let backend = if args.database_url.starts_with("sqlite:") {
+        crate::store::Backend::Sqlite
+    } else {
+        crate::store::Backend::Postgres
+    };
+    let pool = config
+        .db_max_connections
+        .max(super::concurrency(backend) as u32 + 8);
+    let connected = crate::store::connect(&args.database_url, pool, "cli-import").await?;
     let store = connected.store();
     store.migrate().await?;
     let user = match &args.user {

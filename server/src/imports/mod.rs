@@ -32,9 +32,9 @@ use crate::sync::SyncEngine;
 /// group the documents of many dumps into one commit), few enough that a large upload does not
 /// hold thousands of documents in memory. SQLite has one writer at a time: more dumps in flight
 /// would only queue for its lock while holding pool connections.
-fn concurrency(backend: Backend) -> usize {
+pub(crate) fn concurrency(backend: Backend) -> usize {
     match backend {
-        Backend::Postgres => 32,
+        Backend::Postgres => 24,
         Backend::Sqlite => 4,
     }
 }

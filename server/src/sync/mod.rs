@@ -202,17 +202,16 @@ impl SyncEngine {
             .meta_get_or_insert("storage_id", &uuid::Uuid::new_v4().to_string())
             .await?;
         let server_peer_id = format!("learnsync-{storage_id}");
-        let (write_tx, write_rx) = mpsc::unbounded_channel();
         let (compact_tx, compact_rx) = mpsc::unbounded_channel();
         let writers = match store.backend() {
             Backend::Postgres => 3,
             Backend::Sqlite => 1,
         };
-        let write_rx = Arc::new(tokio::sync::Mutex::new(write_rx));
-        for _ in 0..writers {
+        let (write_tx, write_queues) = writer::Writers::new(writers);
+        for queue in write_queues {
             tracker.spawn(writer::run(
                 store.clone(),
-                write_rx.clone(),
+                queue,
                 compact_tx.clone(),
                 config.compact_after,
             ));

@@ -13,7 +13,7 @@ use sync_core::hub::{
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::writer::WriteRequest;
+use super::writer::{WriteRequest, Writers};
 use super::{ConnHandle, Outbound, ShardInput};
 use crate::model::now_ms;
 use crate::store::{DocWrite, Store, StoredDocument};
@@ -27,7 +27,7 @@ pub(crate) struct Shard {
     store: Arc<dyn Store>,
     inbox_tx: mpsc::UnboundedSender<ShardInput>,
     inbox: mpsc::UnboundedReceiver<ShardInput>,
-    writer: mpsc::UnboundedSender<WriteRequest>,
+    writer: Writers,
     conns: HashMap<ConnId, ConnHandle>,
     edits: HashMap<EditToken, oneshot::Sender<Result<EditValue, EditError>>>,
     next_edit: u64,
@@ -42,7 +42,7 @@ impl Shard {
         config: HubConfig,
         store: Arc<dyn Store>,
         inbox_tx: mpsc::UnboundedSender<ShardInput>,
-        writer: mpsc::UnboundedSender<WriteRequest>,
+        writer: Writers,
         inbox: mpsc::UnboundedReceiver<ShardInput>,
         cancel: CancellationToken,
     ) -> Self {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sync_core::hub::StorageFailure;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 
 use super::ShardInput;
 use crate::model::now_ms;
@@ -22,16 +22,43 @@ pub(crate) struct WriteRequest {
     pub(crate) write: DocWrite,
 }
 
+/// The writers, each with its own queue. All writes of one user go to the same writer, so two
+/// concurrent transactions never touch the same user's rows (documents, `enrollments`,
+/// `user_preferences`): group commits cannot deadlock on each other, and one user's writes are
+/// stored in the order the hub issued them.
+#[derive(Clone)]
+pub(crate) struct Writers(Arc<[mpsc::UnboundedSender<WriteRequest>]>);
+
+impl Writers {
+    /// `count` writers' queues and their receiving ends (one per writer task).
+    pub(crate) fn new(count: usize) -> (Self, Vec<mpsc::UnboundedReceiver<WriteRequest>>) {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..count.max(1)).map(|_| mpsc::unbounded_channel()).unzip();
+        (Self(senders.into()), receivers)
+    }
+
+    /// Queues a write on its owner's writer; gives it back if the writers have stopped.
+    #[allow(clippy::result_large_err)] // handed straight back to the caller, never propagated
+    pub(crate) fn send(
+        &self,
+        request: WriteRequest,
+    ) -> Result<(), mpsc::error::SendError<WriteRequest>> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&request.write.owner_id, &mut hasher);
+        let index = (std::hash::Hasher::finish(&hasher) % self.0.len() as u64) as usize;
+        self.0[index].send(request)
+    }
+}
+
 /// One writer: takes every waiting write, commits them together, reports each result.
 pub(crate) async fn run(
     store: Arc<dyn Store>,
-    queue: Arc<Mutex<mpsc::UnboundedReceiver<WriteRequest>>>,
+    mut rx: mpsc::UnboundedReceiver<WriteRequest>,
     compact: mpsc::UnboundedSender<String>,
     compact_after: i64,
 ) {
     loop {
         let batch = {
-            let mut rx = queue.lock().await;
             let Some(first) = rx.recv().await else {
                 break;
             };

@@ -35,6 +35,8 @@ export interface ClientOptions {
   fetch?: typeof fetch;
   /** Clock, epoch ms. Default: `Date.now`. */
   now?: () => number;
+  /** Listeners registered before start(), so they also hear what loading storage reports. */
+  on?: { [K in keyof EventMap]?: (value: EventMap[K]) => void };
   /** Import the legacy learnMode keys on first run (default true). */
   legacyImport?: boolean;
 }

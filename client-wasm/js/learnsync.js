@@ -113,6 +113,8 @@ export class LearnSyncClient {
     this.inner = null;
     this.lastStatus = "offline";
     this.onOnline = () => this.reconnectNow();
+    // Listeners given up front also hear what start() reports (corrupt stored documents).
+    for (const [type, fn] of Object.entries(o.on || {})) this.on(type, fn);
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -229,18 +229,23 @@ async function start() {
     navigator.serviceWorker.register("/app/sw.js", { scope: "/app" }).catch(() => { /* page still works online */ });
   }
   await init();
-  client = await createClient({ wasm, url: location.origin });
-  window.learnsync = client;
-  client.on("status", () => render());
-  client.on("change", () => render());
-  client.on("error", (e) => {
-    if (e.kind === "auth" && !client.ready) {
-      $("#loading").hidden = true;
-      $("#login-view").hidden = false;
-    } else if (e.kind !== "auth") {
-      showError(e.message);
-    }
+  client = await createClient({
+    wasm,
+    url: location.origin,
+    on: {
+      status: () => render(),
+      change: () => render(),
+      error: (e) => {
+        if (e.kind === "auth" && !(client && client.ready)) {
+          $("#loading").hidden = true;
+          $("#login-view").hidden = false;
+        } else if (e.kind !== "auth") {
+          showError(e.message);
+        }
+      },
+    },
   });
+  window.learnsync = client;
   render();
   if (!client.ready) {
     // Not logged in on this device yet: ask the server whether a session exists.

@@ -11,11 +11,16 @@ use super::DumpInput;
 /// Most dumps one run takes (a zip of many thousands is split into several runs).
 pub const MAX_DUMPS: usize = 20_000;
 
+/// Most bytes the `.json` entries of one zip may expand to. Each entry is capped at
+/// `MAX_DUMP_BYTES`, but a small archive of highly compressible entries could otherwise expand
+/// to MAX_DUMPS × 32 MiB in memory (a zip bomb). 1 GiB holds 20,000 dumps of 50 KiB.
+pub const MAX_ZIP_EXPANDED_BYTES: usize = 1 << 30;
+
 /// The dumps in one file: the file itself, or the `.json` entries of a zip. A file that cannot
 /// be read becomes a dump with an error, so the run records it.
 pub fn read_dumps(name: &str, bytes: Vec<u8>) -> Vec<DumpInput> {
     if bytes.starts_with(b"PK\x03\x04") || name.to_ascii_lowercase().ends_with(".zip") {
-        return read_zip(name, &bytes);
+        return read_zip(name, &bytes, MAX_ZIP_EXPANDED_BYTES);
     }
     vec![DumpInput {
         name: name.to_string(),
@@ -35,7 +40,7 @@ fn text(bytes: Vec<u8>) -> Result<String, String> {
         .unwrap_or(text))
 }
 
-fn read_zip(name: &str, bytes: &[u8]) -> Vec<DumpInput> {
+fn read_zip(name: &str, bytes: &[u8], max_expanded: usize) -> Vec<DumpInput> {
     let mut archive = match zip::ZipArchive::new(std::io::Cursor::new(bytes)) {
         Ok(a) => a,
         Err(e) => {
@@ -46,6 +51,7 @@ fn read_zip(name: &str, bytes: &[u8]) -> Vec<DumpInput> {
         }
     };
     let mut out = Vec::new();
+    let mut expanded = 0usize;
     for i in 0..archive.len() {
         let mut entry = match archive.by_index(i) {
             Ok(e) => e,
@@ -64,10 +70,19 @@ fn read_zip(name: &str, bytes: &[u8]) -> Vec<DumpInput> {
         }
         let label = format!("{name}/{entry_name}");
         // Read at most one byte more than allowed: a zip bomb's declared size cannot be trusted.
+        let room = MAX_DUMP_BYTES.min(max_expanded.saturating_sub(expanded));
         let mut data = Vec::new();
-        let read = (&mut entry)
-            .take(MAX_DUMP_BYTES as u64 + 1)
-            .read_to_end(&mut data);
+        let read = (&mut entry).take(room as u64 + 1).read_to_end(&mut data);
+        expanded += data.len();
+        if expanded > max_expanded {
+            out.push(DumpInput {
+                name: label,
+                text: Err(format!(
+                    "the archive expands to more than {max_expanded} bytes: split it into smaller archives"
+                )),
+            });
+            break;
+        }
         out.push(DumpInput {
             name: label,
             text: match read {
@@ -141,5 +156,27 @@ mod tests {
         let empty = read_dumps("a.zip", zip(&[("readme.txt", b"x")]));
         assert_eq!(empty.len(), 1);
         assert!(empty[0].text.as_ref().unwrap_err().contains("no .json"));
+    }
+
+    #[test]
+    fn a_zip_expanding_beyond_the_limit_stops_with_an_error() {
+        let big = vec![b' '; 1000];
+        let bomb = zip(&[("a.json", &big), ("b.json", &big), ("c.json", &big)]);
+        assert!(bomb.len() < 1000, "the entries compress");
+        let dumps = read_zip("bomb.zip", &bomb, 2500);
+        let names: Vec<_> = dumps.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["bomb.zip/a.json", "bomb.zip/b.json", "bomb.zip/c.json"]
+        );
+        assert!(dumps[0].text.is_ok() && dumps[1].text.is_ok());
+        let error = dumps[2].text.as_ref().unwrap_err();
+        assert!(error.contains("more than 2500 bytes"), "{error}");
+        // Exactly at the limit is fine.
+        assert!(
+            read_zip("ok.zip", &bomb, 3000)
+                .iter()
+                .all(|d| d.text.is_ok())
+        );
     }
 }

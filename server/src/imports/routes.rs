@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::files::MAX_ZIP_EXPANDED_BYTES;
 use super::{DumpInput, ImportOptions, Importer, JobEvent, MAX_DUMPS, Progress, read_dumps};
 use crate::auth::{AdminUser, CurrentUser};
 use crate::courses::audit;
@@ -78,6 +79,7 @@ async fn start_migration(
         form.map_err(|e| ApiError::BadRequest(format!("malformed upload: {}", e.body_text())))?;
     let limit = state.config.max_upload_bytes;
     let mut received = 0usize;
+    let mut expanded = 0usize;
     let mut dumps: Vec<DumpInput> = Vec::new();
     let mut names = Vec::new();
     let mut user: Option<String> = None;
@@ -105,7 +107,16 @@ async fn start_migration(
             "files" | "file" => {
                 let name = file_name.unwrap_or_else(|| format!("upload-{}", names.len() + 1));
                 names.push(name.clone());
-                dumps.extend(read_dumps(&name, bytes));
+                let read = read_dumps(&name, bytes);
+                // Zips expand: bound what one upload holds in memory, not only what it sends.
+                expanded += read
+                    .iter()
+                    .map(|d| d.text.as_ref().map_or(0, String::len))
+                    .sum::<usize>();
+                if expanded > MAX_ZIP_EXPANDED_BYTES {
+                    return Err(ApiError::PayloadTooLarge);
+                }
+                dumps.extend(read);
             }
             "user" => {
                 let text =

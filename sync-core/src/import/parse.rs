@@ -446,7 +446,7 @@ impl Parser {
                                 if !listed.insert(user_id.clone()) {
                                     self.note(
                                         key,
-                                        Outcome::Merged,
+                                        Outcome::Unchanged,
                                         format!("{user_id} listed twice in {course}"),
                                     );
                                     continue;

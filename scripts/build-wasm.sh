@@ -160,3 +160,4 @@ size_line() { # label file
 size_line "cargo output (before bindgen/opt)" "$crate_wasm"
 size_line "pkg/client_wasm_bg.wasm" "$pkg/client_wasm_bg.wasm"
 size_line "pkg/client_wasm.js" "$pkg/client_wasm.js"
+size_line "js/learnsync.js (the shell)" "$root/client-wasm/js/learnsync.js"

@@ -426,7 +426,7 @@ mod tests {
         assert_eq!(s.preferences().unwrap()["language"], json!("de"));
         let e = s.enrollments().unwrap();
         assert_eq!(e[0]["courseId"], json!("c1"), "{e}");
-        assert_eq!(e[0]["progress"]["completed"]["l1"].is_number(), true, "{e}");
+        assert!(e[0]["progress"]["completed"]["l1"].is_number(), "{e}");
         let again = s.import_legacy(&dump, 6_000).unwrap();
         for row in again.as_array().unwrap() {
             assert_ne!(row["outcome"], json!("imported"), "{again}");

@@ -11,6 +11,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -173,7 +174,12 @@ impl Application {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
+        // Never below two sync pings: a quiet device must not be mistaken for a dead one.
+        let idle = Duration::from_secs(self.state.config.idle_connection_secs)
+            .max(self.state.sync.config().ping_interval * 2 + Duration::from_secs(1));
+        let listener =
+            crate::listener::IdleTimeoutListener::new(self.listener, idle).tap_io(|_| {});
+        axum::serve(listener, service)
             .with_graceful_shutdown(cancel.clone().cancelled_owned())
             .await?;
         cancel.cancel();

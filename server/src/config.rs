@@ -73,6 +73,11 @@ pub struct Config {
     #[arg(long, env = "LEARNSYNC_COMPACT_AFTER", default_value_t = 64)]
     pub compact_after: i64,
 
+    /// Seconds a connection may stay silent (no byte either way) before it is closed: drops
+    /// half-open and never-finished connections. At least two sync ping intervals (21 s).
+    #[arg(long, env = "LEARNSYNC_IDLE_CONNECTION_SECS", default_value_t = 60)]
+    pub idle_connection_secs: u64,
+
     /// Failed logins allowed per minute, per client address and per email.
     #[arg(
         long,
@@ -129,6 +134,7 @@ impl Config {
             sync_shards: 2,
             idle_evict_secs: 30,
             compact_after: 64,
+            idle_connection_secs: 60,
             login_attempts_per_minute: 10,
             client_logs_per_minute: 60,
             // Tests register many users from 127.0.0.1.

@@ -19,6 +19,7 @@ pub mod export;
 pub mod health;
 pub mod imports;
 pub mod learning;
+pub mod listener;
 pub mod logs;
 pub mod model;
 pub mod openapi;

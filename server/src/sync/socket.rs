@@ -189,8 +189,18 @@ where
                 }
             }
             _ = kill.cancelled() => {
-                let _ = sink.send(Frame::Binary(session.error_frame("connection closed by the server (replaced by a newer connection of this device, or too slow)"))).await;
-                break Some("killed".into());
+                // A close with a reason (invalid sync message, too many documents…) is queued
+                // just before the kill: tell the peer that reason, not a generic one.
+                let mut reason = None;
+                while let Ok(out) = rx.try_recv() {
+                    if let Outbound::Close(r) = out {
+                        reason = Some(r);
+                        break;
+                    }
+                }
+                let reason = reason.unwrap_or_else(|| "connection closed by the server (replaced by a newer connection of this device, or too slow)".into());
+                let _ = sink.send(Frame::Binary(session.error_frame(&reason))).await;
+                break Some(reason);
             }
             _ = shutdown.cancelled() => {
                 let _ = sink.send(Frame::Close(1001, "server shutting down".into())).await;

@@ -7,4 +7,5 @@ pub mod db;
 pub mod device;
 pub mod faults;
 pub mod js;
+pub mod pg_cluster;
 pub mod process;

@@ -349,7 +349,8 @@ export class LearnSyncClient {
       try {
         this.inner.handleFrame(new Uint8Array(data));
       } catch (e) {
-        // Undecodable frames are ignored, as automerge-repo does.
+        // Undecodable frames are ignored, as automerge-repo does; said for debugging.
+        this.emit("error", { kind: "protocol", message: "ignored an undecodable frame: " + (e && e.message) });
       }
       this.drain();
     };

@@ -10,7 +10,7 @@ import { pathToFileURL } from "node:url";
 
 import WebSocket from "ws";
 
-import { emit, log, run } from "./lib/harness.mjs";
+import { commands, emit, log, run } from "./lib/harness.mjs";
 
 const WAIT_MS = 20000;
 
@@ -31,7 +31,7 @@ run(async () => {
   const open = async (storage, base = url) => {
     const events = [];
     const on = {};
-    for (const type of ["status", "change", "error", "import"]) on[type] = (v) => events.push({ type, v });
+    for (const type of ["status", "change", "error", "import", "resynced"]) on[type] = (v) => events.push({ type, v });
     const c = await createClient({ wasm, url: base, token, storage, WebSocket, on });
     c.events = events;
     return c;
@@ -122,6 +122,30 @@ run(async () => {
   await until("B sees the theme from the full-storage device", () => b.preferences().theme === "light");
   emit({ type: "quota", errors: q.events.filter((e) => e.type === "error").map((e) => e.v.kind) });
   q.close();
+
+  // A forced sync: B (connected) resyncs at once; a device that was offline meanwhile resyncs at
+  // its next handshake; the offline device's change survives both.
+  const lateStore = new MemoryStorage(Object.fromEntries(storeA.map));
+  const late = await open(lateStore, deadUrl);
+  late.enroll("kept-offline");
+  late.close();
+  emit({ type: "await-force" });
+  const cmds = commands();
+  const cmd = await cmds.next();
+  if (cmd.value?.type !== "forced") throw new Error("expected the forced command, got " + JSON.stringify(cmd.value));
+  await until("B resynced", () => b.events.some((e) => e.type === "resynced")).catch((e) => {
+    throw new Error(e.message + "; B's last events: " + JSON.stringify(b.events.slice(-8)) + " status " + b.status);
+  });
+  const lateBack = await open(lateStore);
+  await until("the late device resynced", () => lateBack.events.some((e) => e.type === "resynced"));
+  await until("B sees the late device's offline enrollment", () => b.enrollments().some((x) => x.courseId === "kept-offline"));
+  await until("the late device synced", () => lateBack.status === "synced");
+  emit({
+    type: "resynced",
+    epochs: [storeB.getItem("learnsync:epoch"), lateStore.getItem("learnsync:epoch")],
+    courses: b.enrollments().map((x) => x.courseId).sort(),
+  });
+  lateBack.close();
   b.close();
   log("done");
 });

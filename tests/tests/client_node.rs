@@ -3,7 +3,8 @@
 //! the server's REST API reports. The same run checks the offline-first paths that need no
 //! browser: a restart with the server unreachable shows the stored state, an edit made then
 //! reaches the other client later, corrupt stored bytes are reported and fetched again, and a
-//! full storage is reported while sync goes on (`tests/js/client_converge.mjs`).
+//! full storage is reported while sync goes on, and a forced sync keeps an offline device's
+//! change (`tests/js/client_converge.mjs`).
 
 use std::time::Duration;
 
@@ -100,6 +101,23 @@ async fn two_node_clients_of_one_user_converge_through_the_server() {
             .unwrap()
             .contains(&json!("quota")),
         "{quota}"
+    );
+
+    // A forced sync of the user (an admin asks).
+    node.recv_type("await-force", WAIT).await.unwrap();
+    let admin = app.user(Role::Admin).await;
+    let forced = admin
+        .post("/api/admin/sync", &json!({ "user": anna.id() }))
+        .await;
+    let forced = forced.ok(200);
+    assert_eq!(forced["epoch"], 1, "{forced}");
+    node.send(&json!({ "type": "forced" })).await.unwrap();
+    let resynced = node.recv_type("resynced", WAIT).await.unwrap();
+    assert_eq!(resynced["epochs"], json!(["1", "1"]), "{resynced}");
+    assert_eq!(
+        resynced["courses"],
+        json!(["c1", "c2", "kept-offline"]),
+        "{resynced}"
     );
     node.finish(WAIT).await.unwrap();
 

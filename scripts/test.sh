@@ -25,6 +25,9 @@ scripts/build-wasm.sh
 step "JavaScript test dependencies (pinned, from npm)"
 scripts/setup-js.sh
 
+step "schemathesis (pinned, from PyPI) for the API fuzzing test"
+scripts/setup-schemathesis.sh
+
 step "server binary (process-level tests and the benchmark smoke run start it)"
 cargo build -p learnsync --locked
 

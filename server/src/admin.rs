@@ -153,7 +153,7 @@ async fn list_users(
     patch, path = "/api/admin/users/{id}", tag = "admin",
     params(("id" = String, Path, description = "User id")),
     request_body = UpdateUser,
-    responses((status = 200, body = User), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
+    responses((status = 200, body = User), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "An admin cannot disable or demote themselves", body = ErrorBody), (status = 422, body = ErrorBody))
 )]
 async fn update_user(
     State(state): State<AppState>,

@@ -227,6 +227,13 @@ both_backends!(
             .expect("the victim's index is stored")
             .chunks;
 
+        let course_before = app
+            .state
+            .store
+            .load_document(&DocumentId::course(&victim_ids.learning, "private").to_string())
+            .await
+            .unwrap()
+            .map(|d| d.chunks);
         let mallory = app.user(Role::Learner).await;
         let mallory_ids = doc_ids(&mallory).await;
         let token = mallory.create_token("raw").await;
@@ -249,19 +256,27 @@ both_backends!(
         }
         good.still_sync("automerge garbage").await;
 
-        // Another user's documents: a request, then a write. Both doc-unavailable.
-        ws.send(WsMessage::Binary(
-            sync_frame("m1", victim_ids.learning, empty_sync(), true).into(),
-        ))
-        .await
-        .unwrap();
-        unavailable(&mut ws, victim_ids.learning).await;
-        ws.send(WsMessage::Binary(
-            sync_frame("m1", victim_ids.preferences, change_message("evil"), false).into(),
-        ))
-        .await
-        .unwrap();
-        unavailable(&mut ws, victim_ids.preferences).await;
+        // Every kind of another user's document (preferences, learning index, a course), asked
+        // for and written to, by a learner and by a teacher: doc-unavailable every time.
+        let victim_course = DocumentId::course(&victim_ids.learning, "private");
+        let teacher = app.user(Role::Teacher).await;
+        let mut teacher_ws = joined(&app, &teacher.create_token("raw").await, "t1").await;
+        for (ws, peer) in [(&mut ws, "m1"), (&mut teacher_ws, "t1")] {
+            for doc in [victim_ids.preferences, victim_ids.learning, victim_course] {
+                ws.send(WsMessage::Binary(
+                    sync_frame(peer, doc, empty_sync(), true).into(),
+                ))
+                .await
+                .unwrap();
+                unavailable(ws, doc).await;
+                ws.send(WsMessage::Binary(
+                    sync_frame(peer, doc, change_message("evil"), false).into(),
+                ))
+                .await
+                .unwrap();
+                unavailable(ws, doc).await;
+            }
+        }
         // A message claiming to come from another peer is dropped; one before `join` too.
         ws.send(WsMessage::Binary(
             sync_frame(
@@ -318,6 +333,15 @@ both_backends!(
             .unwrap()
             .chunks;
         assert_eq!(stored_before, stored_after);
+        assert_eq!(
+            course_before,
+            app.state
+                .store
+                .load_document(&victim_course.to_string())
+                .await
+                .unwrap()
+                .map(|d| d.chunks)
+        );
         let prefs = app
             .state
             .store

@@ -469,3 +469,95 @@ both_backends!(every_route_every_role, |backend| async move {
     );
     assert!(checked > 100, "only {checked} checks ran");
 });
+
+/// Pages and assets served outside the OpenAPI document: static, the same for everyone, no
+/// user data (what they show comes from the API, which the matrix covers). A route the server
+/// registers with a plain `.route()` must be listed here, or be documented (and so be in the
+/// matrix above): a new undocumented route fails this test.
+const PUBLIC_PAGES: &[&str] = &[
+    "/",
+    "/admin",
+    "/admin/",
+    "/admin/{section}",
+    "/app",
+    "/app/",
+    "/app/app.js",
+    "/app/learnsync.js",
+    "/app/app.css",
+    "/app/sw.js",
+    "/static/admin.js",
+    "/static/style.css",
+    "/static/api.js",
+    "/app/pkg/{*file}",
+    // The document itself, served beside the router it describes.
+    "/api/openapi.json",
+];
+
+/// Every `.route("…")`/`.route_service`/`.nest`/`.nest_service` path literal in `server/src`.
+fn undocumented_routes_in_source() -> Vec<(String, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/src");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for call in [".route(", ".route_service(", ".nest(", ".nest_service("] {
+            for (i, _) in text.match_indices(call) {
+                let rest = text[i + call.len()..].trim_start();
+                let path = rest
+                    .strip_prefix('"')
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("<not a literal>");
+                found.push((
+                    f.strip_prefix(&root).unwrap().display().to_string(),
+                    path.to_string(),
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_served_route_is_documented_or_a_public_page() {
+    let found = undocumented_routes_in_source();
+    assert!(
+        found.iter().any(|(_, p)| p == "/admin"),
+        "the source scan found no page routes: {found:?}"
+    );
+    let unknown: Vec<_> = found
+        .iter()
+        .filter(|(_, p)| !PUBLIC_PAGES.contains(&p.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "routes registered outside the OpenAPI document (so outside the access matrix): \
+         {unknown:?}; register API routes with utoipa `routes!` so they are documented and \
+         checked, or list a static page in PUBLIC_PAGES"
+    );
+    // The public pages answer anyone, without credentials, and never with a server error.
+    let app = TestApp::spawn(e2e::db::Backend::Sqlite).await;
+    let anon = app.anonymous();
+    for page in PUBLIC_PAGES {
+        let path = page
+            .replace("{section}", "users")
+            .replace("{*file}", "missing.wasm");
+        let r = anon.get(&path).await;
+        assert!(
+            r.status < 500 && !matches!(r.status, 401 | 403),
+            "{path}: {} {}",
+            r.status,
+            r.text.chars().take(200).collect::<String>()
+        );
+    }
+}

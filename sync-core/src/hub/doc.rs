@@ -522,7 +522,12 @@ impl DocEntry {
                 },
             );
         }
-        let message = match sync::Message::decode(&data) {
+        let message = match sync::Message::decode(&data)
+            .map_err(|e| e.to_string())
+            .and_then(|m| {
+                check_bloom_filters(&m)?;
+                Ok(m)
+            }) {
             Ok(m) => m,
             Err(e) => {
                 ctx.outputs.push_back(Output::Close {
@@ -812,6 +817,44 @@ impl DocEntry {
             });
         }
     }
+}
+
+/// Refuses the bloom filters automerge 0.12 would trust to its own harm: one that claims
+/// entries but carries no bits makes `generate_sync_message` divide by zero (a panic in the
+/// server's shard), and a huge probe count makes it allocate gigabytes. Automerge itself writes
+/// 7 probes and 10 bits per entry. Found by the `hub_sync` fuzz target.
+fn check_bloom_filters(message: &sync::Message) -> Result<(), String> {
+    fn leb128(bytes: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = bytes.split_first()?;
+            *bytes = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    for have in &message.have {
+        let bytes = have.bloom.to_bytes();
+        let mut rest = bytes.as_slice();
+        if rest.is_empty() {
+            continue;
+        }
+        let (Some(entries), Some(_bits_per_entry), Some(probes)) =
+            (leb128(&mut rest), leb128(&mut rest), leb128(&mut rest))
+        else {
+            return Err("malformed bloom filter".into());
+        };
+        if entries > 0 && rest.is_empty() {
+            return Err("bloom filter with entries but no bits".into());
+        }
+        if probes == 0 || probes > 64 {
+            return Err(format!("bloom filter with {probes} probes"));
+        }
+    }
+    Ok(())
 }
 
 fn project(doc: &AutoCommit) -> Option<Projection> {

@@ -145,6 +145,11 @@ impl ServerProcess {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// The process id, while it runs (to read its memory and open files from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// The database URL it runs on.
     pub fn database_url(&self) -> &str {
         &self.database_url

@@ -196,7 +196,7 @@ async fn mixed_load_keeps_memory_and_connections_flat() {
                         .await,
                     http.patch(format!("{base}/api/preferences"))
                         .bearer_auth(token)
-                        .json(&json!({"language": if i % 2 == 0 { "en" } else { "ru" }}))
+                        .json(&json!({"language": if i.is_multiple_of(2) { "en" } else { "ru" }}))
                         .send()
                         .await,
                 ];
@@ -228,7 +228,10 @@ async fn mixed_load_keeps_memory_and_connections_flat() {
                         "files",
                         reqwest::multipart::Part::text(dump.clone()).file_name("dump.json"),
                     )
-                    .text("dry_run", if n % 2 == 0 { "true" } else { "false" });
+                    .text(
+                        "dry_run",
+                        if n.is_multiple_of(2) { "true" } else { "false" },
+                    );
                 let r = http
                     .post(format!("{base}/api/admin/migrations"))
                     .bearer_auth(&admin_token)

@@ -96,23 +96,30 @@ impl ServerProcess {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("learnsync starts"));
-        self.wait_healthy().await;
+        if let Err(status) = self.wait_healthy().await {
+            panic!(
+                "learnsync exited while starting on port {}: {status}",
+                self.port
+            );
+        }
     }
 
     /// Polls `/healthz` until it answers 200 (the server is up; the database may be down).
-    async fn wait_healthy(&mut self) {
+    /// `Err` when the process exited instead.
+    async fn wait_healthy(&mut self) -> Result<(), std::process::ExitStatus> {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("learnsync exited while starting: {status}");
+                self.child = None;
+                return Err(status);
             }
             if let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await
                 && r.status().is_success()
             {
-                return;
+                return Ok(());
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -133,8 +140,15 @@ impl ServerProcess {
         }
     }
 
-    /// Starts the server again on the same database and port.
+    /// Starts the server again on the same database, on the same port when it is still free
+    /// (after a `kill -9` another process may have taken it: then on a new one, and
+    /// [`ServerProcess::base`] says where — move devices there before reconnecting).
     pub async fn restart(&mut self) {
+        let same_port_free = std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok();
+        if !same_port_free {
+            self.port = free_port();
+            self.base = format!("http://127.0.0.1:{}", self.port);
+        }
         self.spawn().await;
     }
 

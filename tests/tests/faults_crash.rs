@@ -103,6 +103,7 @@ async fn crash_loop(backend: Backend) {
 
         server.restart().await;
         for w in writers.iter_mut() {
+            w.device.move_to(&server.base);
             w.device.connect().await;
         }
         let started = std::time::Instant::now();

@@ -70,8 +70,8 @@ export interface ChangeEvent {
 export interface ErrorEvent {
   /** quota: storage full (documents stay in memory and on the server); corrupt: stored bytes
    * were unreadable and were dropped (the server sends them again); storage, auth, server,
-   * unavailable, import. */
-  kind: "quota" | "corrupt" | "storage" | "auth" | "server" | "unavailable" | "import";
+   * unavailable, import, protocol (an undecodable frame, ignored). */
+  kind: "quota" | "corrupt" | "storage" | "auth" | "server" | "unavailable" | "import" | "protocol";
   message: string;
   doc?: string;
 }

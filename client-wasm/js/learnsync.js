@@ -307,6 +307,9 @@ export class LearnSyncClient {
 
   async connectLoop() {
     if (this.closed || this.ws || this.timer) return;
+    // The browser knows it has no network: wait for its "online" event instead of flickering
+    // between offline and connecting (the backoff timer still retries, in case it is wrong).
+    if (globalThis.navigator && globalThis.navigator.onLine === false) return this.scheduleReconnect();
     try {
       if (!this.ids) await this.fetchIds();
       else if (this.ids && !this.idsChecked) {
@@ -422,6 +425,11 @@ export class LearnSyncClient {
       case "status":
         this.lastStatus = event.status;
         if (event.status === "syncing" || event.status === "synced") this.attempt = 0;
+        // A first-run import whose POST failed for want of a server is retried once it is back.
+        if (event.status === "synced" && this.importRetry) {
+          this.importRetry = false;
+          this.maybeImportLegacy();
+        }
         this.emit("status", event.status);
         break;
       case "change":
@@ -473,6 +481,8 @@ export class LearnSyncClient {
    */
   async maybeImportLegacy() {
     if (!this.legacyImport || !this.ids || this.read(MIGRATED_KEY) != null || this.importing) return;
+    const known = this.readJson(K_IMPORT);
+    if (known && (known.posted || known.refused)) return;
     const dump = this.legacyDump();
     if (!dump) return;
     this.importing = true;
@@ -497,7 +507,10 @@ export class LearnSyncClient {
           run = await this.request("POST", "/api/me/legacy-import", { dump });
         } catch (e) {
           // 4xx: the server will never take this dump; keep the fallback and say so.
+          if (!e || !e.status || e.status >= 500 || e.status === 429) this.importRetry = true;
           if (e && e.status >= 400 && e.status < 500 && e.status !== 401 && e.status !== 429) {
+            state.refused = true;
+            this.write(K_IMPORT, JSON.stringify(state));
             this.emit("error", { kind: "import", message: "the server refused the legacy import: " + e.message });
           }
           return;

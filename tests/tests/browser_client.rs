@@ -106,12 +106,19 @@ async fn legacy_import_live_sync_offline_and_reload_with_the_server_down() {
     a.route_through(&link_a);
     sign_in(&a, &link_a, &anna, &Value::Object(dump.clone())).await;
     a.goto(&link_a.url("/app")).await.unwrap();
-    a.wait_for(
-        &format!("{SYNCED} && localStorage.getItem('learnsync:migrated')"),
-        WAIT,
-    )
-    .await
-    .unwrap();
+    if let Err(e) = a
+        .wait_for(
+            &format!("{SYNCED} && localStorage.getItem('learnsync:migrated')"),
+            WAIT,
+        )
+        .await
+    {
+        let log = a
+            .execute("return window.learnsyncLog", vec![])
+            .await
+            .unwrap();
+        panic!("{e:#}\nevents: {log}");
+    }
     // The import reached the server.
     let prefs = anna.get("/api/preferences").await;
     let prefs = prefs.ok(200);
@@ -338,6 +345,35 @@ async fn app_learner_enrolls_completes_goes_offline_changes_theme_and_a_second_b
         json!("dark")
     );
     a.screenshot("app-a-offline-dark").await.unwrap();
+    // A reload while offline: the page (service worker), the cached catalog and the documents.
+    a.refresh().await.unwrap();
+    let offline_view = a
+        .wait_for(
+            "window.appReady && !document.querySelector('#learner-view').hidden \
+             && document.querySelector('#sync-status').dataset.status === 'offline' \
+             && { theme: document.documentElement.dataset.theme, \
+                  pill: document.querySelector('#sync-status').dataset.status, \
+                  catalog: document.querySelector('#catalog').textContent, \
+                  note: document.querySelector('#catalog-note').textContent, \
+                  done: document.querySelector('#my-courses [data-lesson=\"l1\"]').classList.contains('done') }",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(offline_view["theme"], "dark", "{offline_view}");
+    assert_eq!(offline_view["pill"], "offline", "{offline_view}");
+    assert_eq!(offline_view["done"], json!(true), "{offline_view}");
+    assert!(
+        offline_view["catalog"]
+            .as_str()
+            .unwrap()
+            .contains("Algebra")
+            && offline_view["note"]
+                .as_str()
+                .unwrap()
+                .contains("saved catalog"),
+        "{offline_view}"
+    );
     a.set_offline(false).await.unwrap();
     a.wait_for(
         "document.querySelector('#sync-status').dataset.status === 'synced'",

@@ -41,6 +41,15 @@ function t(key, ...args) {
   return typeof v === "function" ? v(...args) : v;
 }
 
+/** Replaces an element's markup only when it changed: status events re-render often, and a
+ * replaced button loses the keyboard focus (and a click in flight). */
+const rendered = new WeakMap();
+function setHtml(el, html) {
+  if (rendered.get(el) === html) return;
+  el.innerHTML = html;
+  rendered.set(el, html);
+}
+
 function esc(s) {
   return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
@@ -106,7 +115,7 @@ function courseInfo(id) {
 
 function renderMine() {
   const mine = (client ? client.enrollments() : []).filter((e) => e.status === "active");
-  $("#my-courses").innerHTML = mine.map((e) => {
+  setHtml($("#my-courses"), mine.map((e) => {
     const info = courseInfo(e.courseId);
     const p = e.progress || { completed: {}, progress: 0 };
     const done = Object.keys(p.completed || {});
@@ -125,7 +134,7 @@ function renderMine() {
       <progress max="100" value="${percent}" aria-label="${esc(info.title)}">${percent} %</progress>
       <span class="progress-text">${percent} % · ${esc(t("lessons", done.length, info.lessons.length || done.length))}</span>
       <ul class="lessons">${lessons}</ul></li>`;
-  }).join("") || `<li class="muted">${esc(t("noCourses"))}</li>`;
+  }).join("") || `<li class="muted">${esc(t("noCourses"))}</li>`);
 }
 
 function renderCatalog() {
@@ -133,11 +142,11 @@ function renderCatalog() {
   const active = new Set((client ? client.enrollments() : []).filter((e) => e.status === "active").map((e) => e.courseId));
   $("#catalog-note").textContent = !catalog ? t("noCatalog") : catalogOffline ? t("cached") : "";
   const items = (catalog || []).filter((c) => !q || c.title.toLowerCase().includes(q) || String(c.description || "").toLowerCase().includes(q));
-  $("#catalog").innerHTML = items.map((c) => `<li data-catalog="${esc(c.id)}"><div class="course-head"><span>${esc(c.title)}</span>${
+  setHtml($("#catalog"), items.map((c) => `<li data-catalog="${esc(c.id)}"><div class="course-head"><span>${esc(c.title)}</span>${
     active.has(c.id)
       ? `<span class="muted">${esc(t("enrolled"))}</span>`
       : `<button type="button" data-enroll="${esc(c.id)}" aria-label="${esc(t("enroll"))}: ${esc(c.title)}">${esc(t("enroll"))}</button>`
-  }</div></li>`).join("") || (catalog ? `<li class="muted">${esc(t("nothing"))}</li>` : "");
+  }</div></li>`).join("") || (catalog ? `<li class="muted">${esc(t("nothing"))}</li>` : ""));
 }
 
 function renderStatus(status) {
@@ -229,13 +238,26 @@ async function start() {
     navigator.serviceWorker.register("/app/sw.js", { scope: "/app" }).catch(() => { /* page still works online */ });
   }
   await init();
+  // The last events, for people debugging a page (and the e2e tests' failure messages).
+  const log = (window.learnsyncLog = []);
+  const note = (type) => (v) => {
+    log.push({ type, v, at: Date.now() });
+    if (log.length > 200) log.shift();
+  };
   client = await createClient({
     wasm,
     url: location.origin,
     on: {
-      status: () => render(),
+      import: note("import"),
+      resynced: note("resynced"),
+      serverStatus: note("serverStatus"),
+      status: (s) => {
+        note("status")(s);
+        render();
+      },
       change: () => render(),
       error: (e) => {
+        note("error")(e);
         if (e.kind === "auth" && !(client && client.ready)) {
           $("#loading").hidden = true;
           $("#login-view").hidden = false;

@@ -163,6 +163,11 @@ async fn mixed_load_keeps_memory_and_connections_flat() {
         let mut reconnects = 0u64;
         while Instant::now() < until {
             for w in writers.iter_mut() {
+                // A device the server closed (e.g. as too slow) reconnects, as a real one does.
+                if w.is_offline() {
+                    w.device.connect().await;
+                    reconnects += 1;
+                }
                 w.step();
             }
             if rng.random_range(0..10) == 0 {
@@ -258,6 +263,11 @@ async fn mixed_load_keeps_memory_and_connections_flat() {
         tokio::time::sleep(step).await;
     }
     let (mut writers, rounds, reconnects) = sync_task.await.unwrap();
+    for w in writers.iter_mut() {
+        if w.is_offline() {
+            w.device.connect().await;
+        }
+    }
     rest_task.await.unwrap();
     let imports = import_task.await.unwrap();
     let groups: Vec<Vec<&Writer>> = writers.chunks(2).map(|c| c.iter().collect()).collect();

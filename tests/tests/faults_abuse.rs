@@ -445,7 +445,15 @@ async fn half_open_connections_are_dropped_and_others_unaffected() {
     silent.push(partial);
     // A WebSocket that joins and then never reads again (so it answers no ping).
     let deaf = joined(&app, &token, "deaf").await;
-    assert_eq!(connections(&app).await, baseline + 1);
+    // Registered just after the `peer` answer went out.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while connections(&app).await != baseline + 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the joined socket is never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     good.still_sync("half-open connections").await;
 
     // The deaf socket is dropped by the keepalive.

@@ -120,6 +120,8 @@ export declare class LearnSyncClient {
   preferences(): Record<string, unknown>;
   preference(key: string): unknown;
   enrollments(): Enrollment[];
+  /** The documents the server is not known to hold entirely yet (what "syncing" waits for). */
+  unsynced(): { doc: string; heads: string[]; serverHeads: string[] }[];
   /** Edits throw an Error only for a caller's mistake (never connected, not enrolled, bad key). */
   setPreference(key: string, value: unknown): boolean;
   setTheme(theme: string): boolean;

@@ -425,7 +425,8 @@ export class LearnSyncClient {
       case "status":
         this.lastStatus = event.status;
         if (event.status === "syncing" || event.status === "synced") this.attempt = 0;
-        // A first-run import whose POST failed for want of a server is retried once it is back.
+        // The first-run POST waits for the first "synced", and one that failed for want of a
+        // server is retried once it is back.
         if (event.status === "synced" && this.importRetry) {
           this.importRetry = false;
           this.maybeImportLegacy();
@@ -502,6 +503,14 @@ export class LearnSyncClient {
         this.emit("import", { phase: "applied", rows });
       }
       if (!state.posted) {
+        // POST only once this device's imported documents are on the server: the server's
+        // import then finds them there (a no-op) instead of creating the same new documents
+        // while this device's first sync of them is in flight (that race left course documents
+        // unanswered by the hub; see client-wasm/README.md).
+        if (this.lastStatus !== "synced") {
+          this.importRetry = true;
+          return;
+        }
         let run;
         try {
           run = await this.request("POST", "/api/me/legacy-import", { dump });
@@ -542,6 +551,16 @@ export class LearnSyncClient {
   /** "offline" | "connecting" | "syncing" | "synced". */
   get status() {
     return this.inner ? this.inner.status() : "offline";
+  }
+
+  /** [{ doc, heads, serverHeads }]: the documents the server is not known to hold entirely. */
+  unsynced() {
+    if (!this.inner) return [];
+    try {
+      return JSON.parse(this.inner.unsynced());
+    } catch (e) {
+      return [];
+    }
   }
 
   /** Whether the user's documents are known (logged in once). */

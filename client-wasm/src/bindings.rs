@@ -136,6 +136,12 @@ impl WasmClient {
         }
     }
 
+    /// `unsynced()`: JSON text of `[{ doc, heads, serverHeads }]`, the documents the server is
+    /// not known to hold entirely yet.
+    pub fn unsynced(&mut self) -> String {
+        json_text(&self.inner.unsynced())
+    }
+
     /// `preferences()`: JSON text of every preference.
     pub fn preferences(&self) -> Result<String, JsError> {
         self.inner

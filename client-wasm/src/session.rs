@@ -184,6 +184,29 @@ impl Session {
         self.client.restart(course_id, now).map_err(session)
     }
 
+    /// The documents the server is not known to hold entirely yet, with this device's heads and
+    /// the server's last reported heads: what "syncing" is waiting for, for an app to show
+    /// ("3 changes not on the server yet") and for debugging a sync that does not settle.
+    pub fn unsynced(&mut self) -> Json {
+        let mut out = Vec::new();
+        for id in self.client.documents() {
+            let theirs = self.client.server_heads(&id);
+            // A no-op edit: the one way to reach the document mutably (reading heads closes
+            // Automerge's open transaction); it commits nothing.
+            let Ok(ours) = self.client.edit(id, 0, |doc| Ok(doc.get_heads())) else {
+                continue;
+            };
+            if ours != theirs {
+                out.push(json!({
+                    "doc": id.to_string(),
+                    "heads": ours.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "serverHeads": theirs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }));
+            }
+        }
+        Json::Array(out)
+    }
+
     /// Whether every document is known to be stored on the server.
     pub fn synced(&self) -> bool {
         self.client.status() == client::SyncStatus::Synced

@@ -94,7 +94,7 @@ fn course<'a>(enrollments: &'a Value, id: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_import_live_sync_offline_and_reload_with_the_server_down() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::spawn(Backend::Postgres).await;
     let anna = app.user(Role::Learner).await;
     let driver = Chromedriver::start().await.unwrap();
     let link_a = NetLink::start(addr(&app)).await.unwrap();
@@ -114,7 +114,10 @@ async fn legacy_import_live_sync_offline_and_reload_with_the_server_down() {
         .await
     {
         let log = a
-            .execute("return window.learnsyncLog", vec![])
+            .execute(
+                "return { log: window.learnsyncLog, unsynced: window.learnsync.unsynced() }",
+                vec![],
+            )
             .await
             .unwrap();
         panic!("{e:#}\nevents: {log}");

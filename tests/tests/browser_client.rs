@@ -354,6 +354,7 @@ async fn app_learner_enrolls_completes_goes_offline_changes_theme_and_a_second_b
         .wait_for(
             "window.appReady && !document.querySelector('#learner-view').hidden \
              && document.querySelector('#sync-status').dataset.status === 'offline' \
+             && document.querySelector('#catalog-note').textContent !== '' \
              && { theme: document.documentElement.dataset.theme, \
                   pill: document.querySelector('#sync-status').dataset.status, \
                   catalog: document.querySelector('#catalog').textContent, \

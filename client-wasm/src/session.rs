@@ -401,6 +401,9 @@ mod tests {
                 .any(|o| matches!(o, Output::Event(e) if e["type"] == "change"))
         );
 
+        // Never connected: the server holds none of it.
+        assert_eq!(s.unsynced().as_array().unwrap().len(), s.documents().len());
+
         let mut other = Session::new("peer-b", None, ACTOR).unwrap();
         for doc in s.documents() {
             let bytes = s.save(&doc).unwrap().unwrap();

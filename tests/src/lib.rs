@@ -9,3 +9,4 @@ pub mod faults;
 pub mod js;
 pub mod pg_cluster;
 pub mod process;
+pub mod wasm_pkg;

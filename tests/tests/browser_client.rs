@@ -18,6 +18,7 @@ use std::time::Duration;
 use e2e::app::{Client as Http, PASSWORD, TestApp};
 use e2e::browser::{Browser, Chromedriver, NetLink};
 use e2e::db::Backend;
+use e2e::wasm_pkg::package;
 use learnsync::model::Role;
 use serde_json::{Value, json};
 
@@ -94,6 +95,7 @@ fn course<'a>(enrollments: &'a Value, id: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_import_live_sync_offline_and_reload_with_the_server_down() {
+    package("pkg"); // the server serves it at /app/pkg
     let app = TestApp::spawn(Backend::Postgres).await;
     let anna = app.user(Role::Learner).await;
     let driver = Chromedriver::start().await.unwrap();
@@ -277,6 +279,7 @@ async fn legacy_import_live_sync_offline_and_reload_with_the_server_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_learner_enrolls_completes_goes_offline_changes_theme_and_a_second_browser_agrees() {
+    package("pkg");
     let app = TestApp::spawn(Backend::Sqlite).await;
     let teacher = app.user(Role::Teacher).await;
     teacher

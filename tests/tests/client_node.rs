@@ -11,6 +11,7 @@ use std::time::Duration;
 use e2e::app::TestApp;
 use e2e::db::Backend;
 use e2e::js::{NodeCommand, workspace_root};
+use e2e::wasm_pkg::package;
 use learnsync::model::Role;
 use serde_json::json;
 
@@ -19,12 +20,7 @@ const WAIT: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_node_clients_of_one_user_converge_through_the_server() {
     let root = workspace_root();
-    let pkg = root.join("client-wasm/pkg-node");
-    assert!(
-        pkg.join("client_wasm.js").exists(),
-        "{} is missing: run scripts/build-wasm.sh",
-        pkg.display()
-    );
+    let pkg = package("pkg-node");
     let app = TestApp::spawn(Backend::Sqlite).await;
     let anna = app.user(Role::Learner).await;
     let token = anna.create_token("node client").await;

@@ -88,6 +88,23 @@ async fn wait_connections(base: &str, want: u64) {
     }
 }
 
+/// `USERS` new learners with two connected, synced devices each.
+async fn cohort(base: &str, generation: usize) -> (Vec<Account>, Vec<Writer>) {
+    let mut accounts = Vec::new();
+    let mut writers = Vec::new();
+    for u in 0..USERS {
+        let a = Account::register(base, &format!("soak{generation}-{u}@example.test")).await;
+        for _ in 0..2 {
+            let mut d = a.device(base);
+            d.connect().await;
+            d.synced().await;
+            writers.push(Writer::new(d, writers.len()));
+        }
+        accounts.push(a);
+    }
+    (accounts, writers)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_load_keeps_memory_and_connections_flat() {
     let secs = soak_secs();
@@ -137,18 +154,7 @@ async fn mixed_load_keeps_memory_and_connections_flat() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
     }
-    let mut accounts = Vec::new();
-    let mut writers = Vec::new();
-    for u in 0..USERS {
-        let a = Account::register(&base, &format!("soak{u}@example.test")).await;
-        for _ in 0..2 {
-            let mut d = a.device(&base);
-            d.connect().await;
-            d.synced().await;
-            writers.push(Writer::new(d, writers.len()));
-        }
-        accounts.push(a);
-    }
+    let (accounts, writers) = cohort(&base, 0).await;
     wait_connections(&base, (USERS * 2) as u64).await;
     let baseline_fds = fds(pid);
     let started = Instant::now();
@@ -156,12 +162,37 @@ async fn mixed_load_keeps_memory_and_connections_flat() {
     let server_errors = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(AtomicU64::new(0));
 
-    // Sync: every device edits; now and then one drops its connection and comes back.
+    // Sync: every device edits; now and then one drops its connection and comes back. Every
+    // tenth of the run the active users leave (converged first: nothing may be lost) and new
+    // ones arrive, so documents go idle and are evicted as in real use, and a steady state
+    // exists for memory to be flat in.
+    let rotate = Duration::from_secs((secs / 10).max(5));
+    let sync_base = base.clone();
     let sync_task = tokio::spawn(async move {
+        let base = sync_base;
+        let mut writers = writers;
         let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
         let mut rounds = 0u64;
         let mut reconnects = 0u64;
+        let mut retired = 0u64;
+        let mut generation = 0;
+        let mut next_rotation = Instant::now() + rotate;
         while Instant::now() < until {
+            if Instant::now() >= next_rotation && Instant::now() + rotate / 2 < until {
+                for w in writers.iter_mut().filter(|w| w.is_offline()) {
+                    w.device.connect().await;
+                }
+                let groups: Vec<Vec<&Writer>> =
+                    writers.chunks(2).map(|c| c.iter().collect()).collect();
+                wait_converged(&groups, Duration::from_secs(60)).await;
+                retired += writers.iter().map(|w| w.count).sum::<u64>();
+                for w in writers.iter_mut() {
+                    w.device.disconnect().await;
+                }
+                generation += 1;
+                writers = cohort(&base, generation).await.1;
+                next_rotation = Instant::now() + rotate;
+            }
             for w in writers.iter_mut() {
                 // A device the server closed (e.g. as too slow) reconnects, as a real one does.
                 if w.is_offline() {
@@ -180,7 +211,7 @@ async fn mixed_load_keeps_memory_and_connections_flat() {
             rounds += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        (writers, rounds, reconnects)
+        (writers, rounds, reconnects, retired, generation)
     });
     // REST: catalog search, the learner's views, preference writes.
     let rest_task = {
@@ -262,7 +293,7 @@ async fn mixed_load_keeps_memory_and_connections_flat() {
         samples.push(sample(&base, pid, started).await);
         tokio::time::sleep(step).await;
     }
-    let (mut writers, rounds, reconnects) = sync_task.await.unwrap();
+    let (mut writers, rounds, reconnects, retired, generations) = sync_task.await.unwrap();
     for w in writers.iter_mut() {
         if w.is_offline() {
             w.device.connect().await;
@@ -281,11 +312,12 @@ async fn mixed_load_keeps_memory_and_connections_flat() {
     let end = sample(&base, pid, started).await;
     samples.push(end);
 
-    let changes: u64 = writers.iter().map(|w| w.count).sum();
+    let changes: u64 = writers.iter().map(|w| w.count).sum::<u64>() + retired;
     eprintln!(
-        "soak {secs} s: {changes} changes from {} devices ({rounds} rounds, {reconnects} reconnects), \
-         {} REST requests, {imports} imports",
+        "soak {secs} s: {changes} changes from {} devices at a time, {} users in all \
+         ({rounds} rounds, {reconnects} reconnects), {} REST requests, {imports} imports",
         writers.len(),
+        USERS * (generations + 1),
         requests.load(Ordering::Relaxed)
     );
     eprintln!("| t (s) | RSS (MiB) | open fds | sync connections |");

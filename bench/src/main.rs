@@ -103,28 +103,36 @@ async fn main() -> Result<()> {
     };
     let all = args.scenario == Scenario::All;
     if all || args.scenario == Scenario::Propagation {
-        scenarios::propagation(&opts, &mut report).await?;
+        let result = scenarios::propagation(&opts, &mut report).await;
+        record_failure(&mut report, "propagation", result);
     }
     if all || args.scenario == Scenario::Throughput {
-        scenarios::throughput(&opts, &mut report).await?;
+        let result = scenarios::throughput(&opts, &mut report).await;
+        record_failure(&mut report, "throughput", result);
     }
     if all || args.scenario == Scenario::Connections {
-        scenarios::connections(&opts, &mut report).await?;
+        let result = scenarios::connections(&opts, &mut report).await;
+        record_failure(&mut report, "connections", result);
     }
     if all || args.scenario == Scenario::FirstSync {
-        scenarios::first_sync(&opts, &mut report).await?;
+        let result = scenarios::first_sync(&opts, &mut report).await;
+        record_failure(&mut report, "first_sync", result);
     }
     if all || args.scenario == Scenario::Import {
-        scenarios::import(&opts, &mut report).await?;
+        let result = scenarios::import(&opts, &mut report).await;
+        record_failure(&mut report, "import", result);
     }
     if all || args.scenario == Scenario::Rest {
-        scenarios::rest(&opts, &mut report).await?;
+        let result = scenarios::rest(&opts, &mut report).await;
+        record_failure(&mut report, "rest", result);
     }
     if all || args.scenario == Scenario::Storage {
-        scenarios::storage(&opts, &mut report).await?;
+        let result = scenarios::storage(&opts, &mut report).await;
+        record_failure(&mut report, "storage", result);
     }
     if all || args.scenario == Scenario::Wasm {
-        scenarios::wasm(&mut report).await?;
+        let result = scenarios::wasm(&mut report).await;
+        record_failure(&mut report, "wasm", result);
     }
     let name = format!(
         "{:?}-{}",
@@ -137,4 +145,20 @@ async fn main() -> Result<()> {
     report.write(&args.out, &name)?;
     println!("\n{}", report.markdown());
     Ok(())
+}
+
+/// A scenario that could not finish becomes a FAILED row, so the others still run and the
+/// table says what broke.
+fn record_failure(report: &mut Report, scenario: &str, result: Result<()>) {
+    if let Err(e) = result {
+        eprintln!("{scenario}: {e:#}");
+        report.push(bench::report::Row {
+            scenario: scenario.into(),
+            metric: "—".into(),
+            learnsync: None,
+            reference: None,
+            lower_is_better: true,
+            note: format!("FAILED: {e:#}"),
+        });
+    }
 }

@@ -270,6 +270,11 @@ async fn legacy_import_live_sync_offline_and_reload_with_the_server_down() {
         .unwrap();
     assert_eq!(page["theme"], "light", "{page}");
     assert!(page["mine"].as_str().unwrap().contains("algebra"), "{page}");
+    // The legacy course's title from the catalog the server imported (cached for offline).
+    assert!(
+        page["mine"].as_str().unwrap().contains("Алгебра 7 класс"),
+        "{page}"
+    );
     assert_ne!(page["pill"], "synced", "{page}");
     a.screenshot("client-a-reloaded-offline").await.unwrap();
 

@@ -15,7 +15,7 @@ const TEXT = {
     dark: "Dark", language: "Language", mine: "My courses", catalog: "Catalog", search: "Search",
     enroll: "Enroll", enrolled: "Enrolled", unenroll: "Unenroll", done: "Done", markDone: "Mark done",
     noCourses: "No courses yet: enroll from the catalog.", nothing: "Nothing found.",
-    lessons: (d, n) => `${d} of ${n} lessons done`, cached: "Offline: showing the saved catalog.",
+    lessons: (d, n) => `${d} of ${n} lessons done`, lessonsDone: (d) => `${d} lessons done`, cached: "Offline: showing the saved catalog.",
     noCatalog: "The catalog has not been loaded on this device yet.",
     offline: "offline", connecting: "connecting", syncing: "syncing", synced: "synced",
   },
@@ -25,7 +25,7 @@ const TEXT = {
     dark: "Тёмная", language: "Язык", mine: "Мои курсы", catalog: "Каталог", search: "Поиск",
     enroll: "Записаться", enrolled: "Вы записаны", unenroll: "Отписаться", done: "Пройден",
     markDone: "Отметить", noCourses: "Пока нет курсов: запишитесь в каталоге.", nothing: "Ничего не найдено.",
-    lessons: (d, n) => `Пройдено уроков: ${d} из ${n}`, cached: "Нет сети: показан сохранённый каталог.",
+    lessons: (d, n) => `Пройдено уроков: ${d} из ${n}`, lessonsDone: (d) => `Пройдено уроков: ${d}`, cached: "Нет сети: показан сохранённый каталог.",
     noCatalog: "Каталог ещё не загружен на этом устройстве.",
     offline: "офлайн", connecting: "подключение", syncing: "синхронизация", synced: "синхронизировано",
   },
@@ -132,7 +132,7 @@ function renderMine() {
       <div class="course-head"><strong>${esc(info.title)}</strong>
         <button type="button" data-unenroll="${esc(e.courseId)}" aria-label="${esc(t("unenroll"))}: ${esc(info.title)}">${esc(t("unenroll"))}</button></div>
       <progress max="100" value="${percent}" aria-label="${esc(info.title)}">${percent} %</progress>
-      <span class="progress-text">${percent} % · ${esc(t("lessons", done.length, info.lessons.length || done.length))}</span>
+      <span class="progress-text">${percent} % · ${esc(info.lessons.length ? t("lessons", done.length, info.lessons.length) : t("lessonsDone", done.length))}</span>
       <ul class="lessons">${lessons}</ul></li>`;
   }).join("") || `<li class="muted">${esc(t("noCourses"))}</li>`);
 }
@@ -248,7 +248,11 @@ async function start() {
     wasm,
     url: location.origin,
     on: {
-      import: note("import"),
+      import: (e) => {
+        note("import")(e);
+        // The server's import adds the legacy courses to the catalog: show their titles.
+        if (e.phase === "posted") refreshCatalog();
+      },
       resynced: note("resynced"),
       serverStatus: note("serverStatus"),
       status: (s) => {

@@ -70,8 +70,9 @@ export interface ChangeEvent {
 export interface ErrorEvent {
   /** quota: storage full (documents stay in memory and on the server); corrupt: stored bytes
    * were unreadable and were dropped (the server sends them again); storage, auth, server,
-   * unavailable, import, protocol (an undecodable frame, ignored). */
-  kind: "quota" | "corrupt" | "storage" | "auth" | "server" | "unavailable" | "import" | "protocol";
+   * unavailable, import, protocol (an undecodable frame, ignored), stalled (a sync that stopped
+   * moving; the client reconnects). */
+  kind: "quota" | "corrupt" | "storage" | "auth" | "server" | "unavailable" | "import" | "protocol" | "stalled";
   message: string;
   doc?: string;
 }

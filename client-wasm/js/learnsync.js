@@ -41,6 +41,9 @@ const K_IDS = PREFIX + "ids";
 const K_EPOCH = PREFIX + "epoch";
 const K_IMPORT = PREFIX + "import";
 const DOC_PREFIX = PREFIX + "doc:";
+/** The stall watchdog: checks every STALL_CHECK_MS, reconnects after STALL_CHECKS unchanged. */
+const STALL_CHECK_MS = 4000;
+const STALL_CHECKS = 3;
 
 function hex(bytes) {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -344,6 +347,7 @@ export class LearnSyncClient {
       if (this.ws !== ws) return;
       this.inner.handleConnected();
       this.drain();
+      this.startWatchdog(ws);
     };
     ws.onmessage = (m) => {
       if (this.ws !== ws) return;
@@ -367,6 +371,39 @@ export class LearnSyncClient {
     ws.onerror = () => {
       /* onclose follows */
     };
+  }
+
+  /**
+   * A sync that stops moving while connected (the same documents unacknowledged, with the same
+   * heads, for STALL_CHECKS checks in a row) is restarted with a new connection: a fresh
+   * handshake resends everything. Seen when the server's own edit of a new document raced this
+   * device's first sync of it (the hub never answered; client-wasm/README.md).
+   */
+  startWatchdog(ws) {
+    let last = "";
+    let same = 0;
+    const timer = setInterval(() => {
+      if (this.ws !== ws || this.closed) return clearInterval(timer);
+      if (this.lastStatus !== "syncing") {
+        last = "";
+        same = 0;
+        return;
+      }
+      const now = JSON.stringify(this.unsynced());
+      same = now === last ? same + 1 : 0;
+      last = now;
+      if (same >= STALL_CHECKS) {
+        clearInterval(timer);
+        this.emit("error", { kind: "stalled", message: "sync made no progress; reconnecting" });
+        try {
+          ws.close();
+        } catch (e) {
+          /* onclose reconnects */
+        }
+      }
+    }, STALL_CHECK_MS);
+    // Node: a pending watchdog must not keep the process alive.
+    if (timer && typeof timer.unref === "function") timer.unref();
   }
 
   scheduleReconnect() {

@@ -427,6 +427,17 @@ async fn app_learner_enrolls_completes_goes_offline_changes_theme_and_a_second_b
     );
     b.screenshot("app-b-phone").await.unwrap();
 
+    // Logging out on B forgets the account on that device only.
+    b.click("#logout").await.unwrap();
+    b.wait_for(
+        "window.appReady && !document.querySelector('#login-view').hidden \
+         && document.querySelector('#learner-view').hidden \
+         && !Object.keys(localStorage).some((k) => k.startsWith('learnsync:doc:'))",
+        WAIT,
+    )
+    .await
+    .unwrap();
+
     // The server agrees.
     let prefs = anna.get("/api/preferences").await;
     assert_eq!(prefs.ok(200)["theme"], "dark");

@@ -18,6 +18,7 @@ const TEXT = {
     lessons: (d, n) => `${d} of ${n} lessons done`, lessonsDone: (d) => `${d} lessons done`, cached: "Offline: showing the saved catalog.",
     noCatalog: "The catalog has not been loaded on this device yet.",
     offline: "offline", connecting: "connecting", syncing: "syncing", synced: "synced",
+    relogin: "Your session has ended: log in again to sync. Your changes are kept on this device.",
   },
   ru: {
     skip: "К содержимому", logout: "Выйти", loading: "Загрузка…", login: "Войти", email: "Почта",
@@ -28,12 +29,15 @@ const TEXT = {
     lessons: (d, n) => `Пройдено уроков: ${d} из ${n}`, lessonsDone: (d) => `Пройдено уроков: ${d}`, cached: "Нет сети: показан сохранённый каталог.",
     noCatalog: "Каталог ещё не загружен на этом устройстве.",
     offline: "офлайн", connecting: "подключение", syncing: "синхронизация", synced: "синхронизировано",
+    relogin: "Сеанс завершён: войдите снова для синхронизации. Изменения сохранены на этом устройстве.",
   },
 };
 
 let client = null;
 let catalog = readCatalog();
 let catalogOffline = false;
+/** The server said "not signed in": the login form shows (next to the data, if any). */
+let needLogin = false;
 
 function t(key, ...args) {
   const lang = document.documentElement.lang === "ru" ? "ru" : "en";
@@ -161,7 +165,7 @@ function render() {
   renderStatus(client.status);
   if (client.ready) {
     $("#loading").hidden = true;
-    $("#login-view").hidden = true;
+    $("#login-view").hidden = !needLogin;
     $("#learner-view").hidden = false;
     $("#logout").hidden = false;
     renderMine();
@@ -213,6 +217,8 @@ $("#login-form").addEventListener("submit", async (ev) => {
   $("#login-error").textContent = "";
   try {
     await api("POST", "/api/auth/login", { email: $("#login-email").value, password: $("#login-password").value });
+    needLogin = false;
+    $("#login-view").hidden = client.ready;
     client.reconnectNow();
     refreshCatalog();
   } catch (e) {
@@ -262,10 +268,14 @@ async function start() {
       change: () => render(),
       error: (e) => {
         note("error")(e);
-        if (e.kind === "auth" && !(client && client.ready)) {
+        if (e.kind === "auth") {
+          // Not signed in (or the session expired): the page keeps working from this device's
+          // copy; logging in again resumes the sync.
+          needLogin = true;
           $("#loading").hidden = true;
           $("#login-view").hidden = false;
-        } else if (e.kind !== "auth") {
+          if (client && client.ready) $("#login-error").textContent = t("relogin");
+        } else {
           showError(e.message);
         }
       },

@@ -4,6 +4,8 @@
 //! - a page with the legacy learnMode keys imports them on first run; they reach the server
 //!   (checked through REST), the legacy keys stay untouched and are marked migrated;
 //! - two browsers of one user see each other's changes live;
+//! - a full storage (`QuotaExceededError`) and corrupt stored documents are reported as events,
+//!   never thrown into the page, and the state comes back from the server;
 //! - one goes offline, both change things, it comes back, both converge with nothing lost;
 //! - a reload with the server unreachable shows the last state from `localStorage`;
 //! - `/app` for a learner: log in, enroll, complete a lesson, go offline, change the theme, come
@@ -195,6 +197,50 @@ async fn legacy_import_live_sync_offline_and_reload_with_the_server_down() {
     act(&b, "c.enroll('algebra')").await;
     a.wait_for(
         "window.learnsync.enrollments().some((e) => e.courseId === 'algebra')",
+        WAIT,
+    )
+    .await
+    .unwrap();
+
+    // --- B's storage full: reported, nothing thrown into the page, the change still syncs --------
+    b.execute(
+        "window.realSetItem = Storage.prototype.setItem; \
+         Storage.prototype.setItem = function (k, v) { \
+           if (k.startsWith('learnsync:doc:')) throw new DOMException('full', 'QuotaExceededError'); \
+           return window.realSetItem.call(this, k, v); };",
+        vec![],
+    )
+    .await
+    .unwrap();
+    act(&b, "c.setPreference('fullStorage', true)").await;
+    a.wait_for("window.learnsync.preferences().fullStorage === true", WAIT)
+        .await
+        .unwrap();
+    b.wait_for(
+        "window.learnsyncLog.some((e) => e.type === 'error' && e.v.kind === 'quota')",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    b.execute("Storage.prototype.setItem = window.realSetItem;", vec![])
+        .await
+        .unwrap();
+
+    // --- B's stored documents corrupted: reported at the next load and fetched again -----------
+    b.execute(
+        "for (const k of Object.keys(localStorage)) \
+           if (k.startsWith('learnsync:doc:')) localStorage.setItem(k, 'bm90IGF1dG9tZXJnZQ==');",
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.refresh().await.unwrap();
+    b.wait_for(
+        &format!(
+            "{SYNCED} && window.learnsync.preferences().fullStorage === true \
+             && window.learnsync.enrollments().some((e) => e.courseId === 'algebra') \
+             && window.learnsyncLog.some((e) => e.type === 'error' && e.v.kind === 'corrupt')"
+        ),
         WAIT,
     )
     .await

@@ -660,3 +660,86 @@ fn persisted_sync_state_survives_reconnect() {
             .contains_key(&(id, "storage-alice".to_string()))
     );
 }
+
+/// A server edit (a legacy import) of a course document that a device is uploading for the
+/// first time at that very moment: whatever the interleaving of the device's messages, the
+/// edit and the stores, the device gets its answer and both sides converge.
+#[test]
+fn server_edit_racing_a_devices_first_upload_of_the_same_document() {
+    use crate::docs::course;
+    for variant in 0..6 {
+        let mut net = Net::new();
+        let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+        let spec = DocSpec::Course {
+            course_id: "c1".into(),
+        };
+        let id = spec.document_id(&ns(ALICE));
+        a.open(id, docs::create(&spec, [1; 16]).unwrap());
+        course::complete_lesson(a.doc(id), "l1", 5).unwrap();
+        docs::commit(a.doc(id), 5);
+        let meta = DocMeta {
+            owner: Some(ALICE.into()),
+            kind: Some(docs::DocKind::Course),
+            course_id: Some("c1".into()),
+        };
+        let edit = |net: &mut Net| {
+            net.hub.handle_edit(
+                id,
+                meta.clone(),
+                Some(spec.clone()),
+                Box::new(|doc| {
+                    course::complete_lesson_in(doc, Some(1), "l2", 7)?;
+                    Ok(Box::new(()) as EditValue)
+                }),
+                EditToken(1),
+                net.now,
+            );
+        };
+        if variant >= 3 {
+            net.mode = StoreMode::Hold;
+        }
+        match variant % 3 {
+            // The device first, the edit while its upload is being stored.
+            0 => {
+                a.push(&mut net, id);
+                net.run_io();
+                edit(&mut net);
+            }
+            // The edit first, the device while the edit's load or store is pending.
+            1 => {
+                edit(&mut net);
+                a.push(&mut net, id);
+            }
+            // Both before the hub runs any I/O.
+            _ => {
+                a.push(&mut net, id);
+                edit(&mut net);
+            }
+        }
+        for _ in 0..20 {
+            net.run_io();
+            net.release_held();
+            a.pull(&mut net);
+            net.run_io();
+            net.release_held();
+        }
+        net.mode = StoreMode::Succeed;
+        drive(&mut net, &mut [&mut a]);
+        assert!(
+            !net.edits.is_empty(),
+            "variant {variant}: the edit never finished"
+        );
+        let state = course::read(&a.docs[&id].0).unwrap();
+        assert!(
+            state.completed.contains_key("l1") && state.completed.contains_key("l2"),
+            "variant {variant}: the device has {:?}",
+            state.completed
+        );
+        let mut stored = net.stored_doc(id);
+        assert_eq!(
+            stored.get_heads(),
+            a.doc(id).get_heads(),
+            "variant {variant}: storage and device differ"
+        );
+    }
+}

@@ -173,20 +173,24 @@ pub async fn check_storage(
     (docs.len(), chunks)
 }
 
-/// Waits until every writer has everything it wrote acknowledged and the writers of each user
+/// Whether every writer has everything it wrote acknowledged and the writers of each user
 /// (given as groups) hold identical documents.
+pub fn converged(groups: &[Vec<&Writer>]) -> bool {
+    let all_acked = groups.iter().flatten().all(|w| w.fully_acknowledged());
+    all_acked
+        && groups.iter().all(|g| {
+            let first = &g[0];
+            let docs = first.device.client.lock().unwrap().documents();
+            g.iter()
+                .all(|w| docs.iter().all(|d| w.heads(d) == first.heads(d)))
+        })
+}
+
+/// Waits until [`converged`], or panics with every writer's state after `within`.
 pub async fn wait_converged(groups: &[Vec<&Writer>], within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let all_acked = groups.iter().flatten().all(|w| w.fully_acknowledged());
-        let same = all_acked
-            && groups.iter().all(|g| {
-                let first = &g[0];
-                let docs = first.device.client.lock().unwrap().documents();
-                g.iter()
-                    .all(|w| docs.iter().all(|d| w.heads(d) == first.heads(d)))
-            });
-        if same {
+        if converged(groups) {
             return;
         }
         if tokio::time::Instant::now() >= deadline {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use e2e::db::{Backend, TestDb};
-use e2e::faults::{Writer, wait_converged};
+use e2e::faults::{Writer, converged, wait_converged};
 use e2e::process::{Account, ServerProcess};
 use learnsync::model::Role;
 use learnsync::store::UserPatch;
@@ -86,6 +86,24 @@ async fn wait_connections(base: &str, want: u64) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Reconnects devices the server closed (as too slow, under load) until every user's devices
+/// have converged with everything acknowledged; a final check panics with their state.
+async fn settle(writers: &mut [Writer]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        for w in writers.iter_mut().filter(|w| w.is_offline()) {
+            w.device.connect().await;
+        }
+        let groups: Vec<Vec<&Writer>> = writers.chunks(2).map(|c| c.iter().collect()).collect();
+        if converged(&groups) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let groups: Vec<Vec<&Writer>> = writers.chunks(2).map(|c| c.iter().collect()).collect();
+    wait_converged(&groups, Duration::from_secs(1)).await;
 }
 
 /// `USERS` new learners with two connected, synced devices each.
@@ -179,12 +197,7 @@ async fn mixed_load_keeps_memory_and_connections_flat() {
         let mut next_rotation = Instant::now() + rotate;
         while Instant::now() < until {
             if Instant::now() >= next_rotation && Instant::now() + rotate / 2 < until {
-                for w in writers.iter_mut().filter(|w| w.is_offline()) {
-                    w.device.connect().await;
-                }
-                let groups: Vec<Vec<&Writer>> =
-                    writers.chunks(2).map(|c| c.iter().collect()).collect();
-                wait_converged(&groups, Duration::from_secs(60)).await;
+                settle(&mut writers).await;
                 retired += writers.iter().map(|w| w.count).sum::<u64>();
                 for w in writers.iter_mut() {
                     w.device.disconnect().await;
@@ -294,15 +307,9 @@ async fn mixed_load_keeps_memory_and_connections_flat() {
         tokio::time::sleep(step).await;
     }
     let (mut writers, rounds, reconnects, retired, generations) = sync_task.await.unwrap();
-    for w in writers.iter_mut() {
-        if w.is_offline() {
-            w.device.connect().await;
-        }
-    }
     rest_task.await.unwrap();
     let imports = import_task.await.unwrap();
-    let groups: Vec<Vec<&Writer>> = writers.chunks(2).map(|c| c.iter().collect()).collect();
-    wait_converged(&groups, Duration::from_secs(60)).await;
+    settle(&mut writers).await;
     wait_connections(&base, (USERS * 2) as u64).await;
     samples.push(sample(&base, pid, started).await);
     for w in writers.iter_mut() {

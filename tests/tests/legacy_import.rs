@@ -2,6 +2,7 @@
 //! (`learnsync import`, a real process), the admin upload with its live progress stream, and
 //! the browser client's first-run endpoint; imported state reaches connected devices.
 
+use e2e::process::learnsync_bin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -24,23 +25,6 @@ fn fixtures() -> PathBuf {
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(fixtures().join(name)).unwrap()
-}
-
-/// The server binary the process-level tests run (`cargo build -p learnsync` first).
-fn learnsync_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("LEARNSYNC_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/learnsync");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p learnsync` first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
 }
 
 /// Runs `learnsync import … --json` and returns (exit success, the run).

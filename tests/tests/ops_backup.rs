@@ -3,7 +3,8 @@
 //! writes after it, the OLDER backup restored into a fresh database, a server started on it —
 //! and the device that still holds the newer changes gives them back, so nothing is lost.
 
-use std::path::{Path, PathBuf};
+use e2e::process::learnsync_bin;
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -22,23 +23,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn now() -> i64 {
     learnsync::model::now_ms()
-}
-
-/// The server binary the process-level tests run.
-fn learnsync_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("LEARNSYNC_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/learnsync");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p learnsync` first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
 }
 
 /// `learnsync <command> <file> --database-url <url>`.

@@ -6,27 +6,12 @@
 //! `cargo build -p learnsync && LEARNSYNC_UPDATE_DOCS=1 cargo nextest run -p e2e --test ops_deploy_doc`
 //! (or `scripts/gen-deploy-doc.sh`).
 
+use e2e::process::learnsync_bin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn learnsync_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("LEARNSYNC_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"));
-    let bin = target.join("debug/learnsync");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p learnsync` first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
 }
 
 /// `learnsync <args> --help` with an empty environment: clap prints the current value of

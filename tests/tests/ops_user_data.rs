@@ -1,7 +1,7 @@
 //! A user's data: the export (`GET /api/me/export`, `learnsync admin export-user`) and the
 //! erasure (`DELETE /api/admin/users/{id}?confirm=`), on both backends, with real devices.
 
-use std::path::{Path, PathBuf};
+use e2e::process::learnsync_bin;
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,22 +21,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn now() -> i64 {
     learnsync::model::now_ms()
-}
-
-fn learnsync_bin() -> PathBuf {
-    if let Ok(path) = std::env::var("LEARNSYNC_BIN") {
-        return PathBuf::from(path);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/learnsync");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p learnsync` first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
 }
 
 async fn doc_ids(user: &Http) -> (DocIds, Value) {

@@ -1506,3 +1506,83 @@ both_backends!(
         assert_eq!(others_logs.items.len(), 1);
     }
 );
+
+both_backends!(
+    a_load_racing_compaction_sees_every_stored_change,
+    |backend| async move {
+        use automerge::transaction::Transactable;
+        use automerge::{AutoCommit, ReadDoc};
+        use learnsync::store::{DocWrite, WriteOutcome};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        // A change is stored, then the document is compacted (snapshot rewritten, change rows
+        // deleted) while loads run beside both. A load that read the old snapshot and then the
+        // change rows after they were folded away would miss changes the hub already
+        // acknowledged: every load must hold at least every change stored before it began.
+        let (_db, store) = open(backend).await;
+        let owner = store
+            .create_user(&new_user(1, Role::Learner))
+            .await
+            .unwrap()
+            .user
+            .id;
+        const CHANGES: usize = 150;
+        let stored = Arc::new(AtomicUsize::new(0));
+        let writer = {
+            let (store, stored, owner) = (store.clone(), stored.clone(), owner.clone());
+            tokio::spawn(async move {
+                let mut doc = AutoCommit::new();
+                let list = doc
+                    .put_object(automerge::ROOT, "n", automerge::ObjType::List)
+                    .unwrap();
+                let mut before = Vec::new();
+                for i in 0..CHANGES {
+                    doc.insert(&list, i, i as i64).unwrap();
+                    let outcome = store
+                        .store_writes(
+                            &[DocWrite {
+                                doc_id: "doc-race".into(),
+                                owner_id: owner.clone(),
+                                kind: "other".into(),
+                                course_id: None,
+                                changes: doc.save_after(&before),
+                                projection: None,
+                            }],
+                            1_700_000_000_000,
+                        )
+                        .await
+                        .unwrap();
+                    before = doc.get_heads();
+                    assert!(matches!(outcome[0], WriteOutcome::Stored { .. }));
+                    stored.store(i + 1, Ordering::SeqCst);
+                    if i % 3 == 2 {
+                        store.compact_document("doc-race").await.unwrap();
+                    }
+                }
+            })
+        };
+        let mut loads = 0;
+        while !writer.is_finished() {
+            let at_least = stored.load(Ordering::SeqCst);
+            let Some(found) = store.load_document("doc-race").await.unwrap() else {
+                assert_eq!(at_least, 0, "the document vanished");
+                continue;
+            };
+            let mut doc = AutoCommit::new();
+            for chunk in &found.chunks {
+                doc.load_incremental(chunk).unwrap();
+            }
+            let held = match doc.get(automerge::ROOT, "n").unwrap() {
+                Some((_, list)) => doc.length(&list),
+                None => 0,
+            };
+            assert!(
+                held >= at_least,
+                "load {loads} held {held} changes, {at_least} were stored before it began"
+            );
+            loads += 1;
+        }
+        writer.await.unwrap();
+        assert!(loads > 10, "only {loads} loads overlapped the writes");
+    }
+);

@@ -1063,25 +1063,32 @@ macro_rules! impl_store {
             }
 
             async fn load_document(&self, id: &str) -> StoreResult<Option<StoredDocument>> {
-                let Some(doc) = sqlx::query("SELECT owner_id, kind, course_id, snapshot FROM documents WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(map_err)?
-                else {
-                    return Ok(None);
+                // One statement, so one snapshot of the database: read apart, a compaction
+                // committing between the snapshot and the change rows would hide the changes
+                // it folded (the old snapshot lacks them, their rows are gone), and the hub
+                // would reload a document missing changes it had acknowledged.
+                let rows = sqlx::query(
+                    "SELECT CAST(0 AS BIGINT) AS part, CAST(0 AS BIGINT) AS seq, owner_id, kind, course_id, snapshot AS data \
+                       FROM documents WHERE id = $1 \
+                     UNION ALL \
+                     SELECT CAST(1 AS BIGINT), seq, NULL, NULL, NULL, data \
+                       FROM document_changes WHERE doc_id = $1 \
+                     ORDER BY part, seq",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                let doc = match rows.first() {
+                    Some(r) if r.try_get::<i64, _>("part")? == 0 => r,
+                    // No document row (change rows cannot outlive it: foreign key).
+                    _ => return Ok(None),
                 };
-                let mut chunks = Vec::new();
-                if let Some(snapshot) = doc.try_get::<Option<Vec<u8>>, _>("snapshot")? {
-                    chunks.push(snapshot);
-                }
-                let rows = sqlx::query("SELECT data FROM document_changes WHERE doc_id = $1 ORDER BY seq")
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(map_err)?;
-                for r in rows {
-                    chunks.push(r.try_get("data")?);
+                let mut chunks = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    if let Some(data) = r.try_get::<Option<Vec<u8>>, _>("data")? {
+                        chunks.push(data);
+                    }
                 }
                 let states = sqlx::query("SELECT peer_storage_id, state FROM sync_states WHERE doc_id = $1")
                     .bind(id)

@@ -233,6 +233,16 @@ impl Sim {
                     None => self.storage.states.clear(),
                     Some(ids) => self.storage.states.retain(|(_, s), _| !ids.contains(s)),
                 },
+                Output::Compact { doc } => {
+                    // As the server's compactor: the chunks folded into one snapshot.
+                    if let Some((_, chunks)) = self.storage.docs.get_mut(&doc) {
+                        let mut folded = AutoCommit::new();
+                        for c in chunks.iter() {
+                            folded.load_incremental(c).expect("stored chunk loads");
+                        }
+                        *chunks = vec![folded.save()];
+                    }
+                }
                 Output::EditDone { .. } | Output::Denied { .. } => {}
             }
         }

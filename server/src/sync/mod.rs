@@ -207,7 +207,7 @@ impl SyncEngine {
             Backend::Postgres => 3,
             Backend::Sqlite => 1,
         };
-        let (write_tx, write_queues) = writer::Writers::new(writers);
+        let (write_tx, write_queues) = writer::Writers::new(writers, compact_tx.clone());
         for queue in write_queues {
             tracker.spawn(writer::run(
                 store.clone(),
@@ -216,7 +216,6 @@ impl SyncEngine {
                 config.compact_after,
             ));
         }
-        drop(compact_tx);
         tracker.spawn(writer::compactor(store.clone(), compact_rx));
 
         let mut shards = Vec::with_capacity(config.shards);
@@ -258,6 +257,7 @@ impl SyncEngine {
             tracker.spawn(shard.run());
         }
         drop(write_tx);
+        drop(compact_tx);
         if let Some(pool) = pg_pool {
             tracker.spawn(fanout::listen(engine.clone(), pool, cancel.clone()));
         }

@@ -230,6 +230,7 @@ impl Shard {
                         }
                     });
                 }
+                Output::Compact { doc } => self.writer.compact(doc.to_string()),
                 Output::EditDone { token, result } => {
                     if let Some(reply) = self.edits.remove(&token) {
                         let _ = reply.send(result);

@@ -26,15 +26,34 @@ pub(crate) struct WriteRequest {
 /// concurrent transactions never touch the same user's rows (documents, `enrollments`,
 /// `user_preferences`): group commits cannot deadlock on each other, and one user's writes are
 /// stored in the order the hub issued them.
+///
+/// Beside them, the compactor's queue: documents worth folding into a snapshot.
 #[derive(Clone)]
-pub(crate) struct Writers(Arc<[mpsc::UnboundedSender<WriteRequest>]>);
+pub(crate) struct Writers {
+    queues: Arc<[mpsc::UnboundedSender<WriteRequest>]>,
+    compact: mpsc::UnboundedSender<String>,
+}
 
 impl Writers {
     /// `count` writers' queues and their receiving ends (one per writer task).
-    pub(crate) fn new(count: usize) -> (Self, Vec<mpsc::UnboundedReceiver<WriteRequest>>) {
+    pub(crate) fn new(
+        count: usize,
+        compact: mpsc::UnboundedSender<String>,
+    ) -> (Self, Vec<mpsc::UnboundedReceiver<WriteRequest>>) {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..count.max(1)).map(|_| mpsc::unbounded_channel()).unzip();
-        (Self(senders.into()), receivers)
+        (
+            Self {
+                queues: senders.into(),
+                compact,
+            },
+            receivers,
+        )
+    }
+
+    /// Asks the compactor to fold a document's change rows (a no-op if it has none).
+    pub(crate) fn compact(&self, doc_id: String) {
+        let _ = self.compact.send(doc_id);
     }
 
     /// Queues a write on its owner's writer; gives it back if the writers have stopped.
@@ -45,8 +64,8 @@ impl Writers {
     ) -> Result<(), mpsc::error::SendError<WriteRequest>> {
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(&request.write.owner_id, &mut hasher);
-        let index = (std::hash::Hasher::finish(&hasher) % self.0.len() as u64) as usize;
-        self.0[index].send(request)
+        let index = (std::hash::Hasher::finish(&hasher) % self.queues.len() as u64) as usize;
+        self.queues[index].send(request)
     }
 }
 

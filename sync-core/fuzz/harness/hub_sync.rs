@@ -111,6 +111,7 @@ fn drive(
             Output::SaveSyncStates(_)
             | Output::DeleteSyncStates { .. }
             | Output::EditDone { .. }
+            | Output::Compact { .. }
             | Output::Denied { .. } => {}
         }
     }

@@ -35,6 +35,8 @@ pub(crate) struct DocEntry {
     store: Option<InFlight>,
     /// The live copy has changes that no write covers yet.
     dirty: bool,
+    /// A write was stored since the document was loaded (it is worth compacting once idle).
+    written: bool,
     /// When to retry a failed write, and the delay used last (doubles per failure).
     retry_at: Option<i64>,
     backoff: i64,
@@ -117,6 +119,7 @@ impl DocEntry {
             stored_heads: Vec::new(),
             store: None,
             dirty: false,
+            written: false,
             retry_at: None,
             backoff: 0,
             edits: VecDeque::new(),
@@ -203,7 +206,7 @@ impl DocEntry {
             Life::Hot(doc) => {
                 if self.meta.owner.is_none() {
                     // Someone else claimed it elsewhere: reload to learn the owner.
-                    self.life = Life::Cold;
+                    self.drop_live_copy();
                     if !self.peers.is_empty() {
                         self.ensure_loading(ctx, now);
                     }
@@ -306,6 +309,7 @@ impl DocEntry {
         match result {
             Ok(()) => {
                 self.in_storage = true;
+                self.written = true;
                 self.backoff = 0;
                 if let Life::Hot(doc) = &mut self.life
                     && let Some((_, change, _)) = &inflight.edit
@@ -393,7 +397,18 @@ impl DocEntry {
             && self.edits.is_empty()
             && self.queue.is_empty()
         {
-            self.life = Life::Cold;
+            if self.waiting_for_dependencies() && !self.peers.is_empty() {
+                // Evicting would lose the changes waiting on their dependencies (see
+                // `drop_live_copy`); ask the peers to resend what is missing instead.
+                self.ask_peers_to_reset();
+                self.last_active = now;
+                self.flush(ctx);
+                return;
+            }
+            self.drop_live_copy();
+            if std::mem::take(&mut self.written) {
+                ctx.outputs.push_back(Output::Compact { doc: self.id });
+            }
         }
     }
 
@@ -470,6 +485,35 @@ impl DocEntry {
 
     // -----------------------------------------------------------------------------------------
     // Internals
+
+    /// Leaves only what storage holds. Changes a peer sent whose dependencies never arrived
+    /// wait inside the live copy, unstored; they go with it, but the peer recorded them as sent
+    /// and would never send them again (the server asking for them in `need` does not help:
+    /// automerge filters what it sends by what it already sent). Such peers are asked to reset,
+    /// so that they resend whatever the reloaded copy lacks.
+    fn drop_live_copy(&mut self) {
+        if self.waiting_for_dependencies() {
+            self.ask_peers_to_reset();
+        }
+        self.life = Life::Cold;
+    }
+
+    /// The live copy holds changes it cannot apply yet (their dependencies never arrived).
+    fn waiting_for_dependencies(&mut self) -> bool {
+        match &mut self.life {
+            Life::Hot(doc) => !doc.get_missing_deps(&[]).is_empty(),
+            _ => false,
+        }
+    }
+
+    /// The next message to each peer carries automerge's sync reset: the peer forgets what it
+    /// believes it sent and sends again whatever we lack.
+    fn ask_peers_to_reset(&mut self) {
+        for p in self.peers.values_mut() {
+            p.state.needs_reset = true;
+            p.owed = true;
+        }
+    }
 
     fn ensure_loading(&mut self, ctx: &mut Ctx<'_>, _now: i64) {
         if matches!(self.life, Life::New | Life::Cold) {
@@ -597,7 +641,16 @@ impl DocEntry {
         }
     }
 
+    /// Starts the next write if there is anything to write; otherwise everything in the live
+    /// copy is durable and the messages owed to peers go now. (Without that flush, a peer's
+    /// upload that an edit's write already covered was never answered: the peer stayed
+    /// "syncing" until its next change.)
     fn maybe_store(&mut self, ctx: &mut Ctx<'_>, now: i64) {
+        self.start_store(ctx, now);
+        self.flush(ctx);
+    }
+
+    fn start_store(&mut self, ctx: &mut Ctx<'_>, now: i64) {
         if self.store.is_some() || self.retry_at.is_some() {
             // One write at a time; after a failure, `tick` retries when it is due.
             return;

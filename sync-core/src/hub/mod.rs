@@ -231,6 +231,13 @@ pub enum Output {
         /// The edit's value, or why it was not stored.
         result: Result<EditValue, EditError>,
     },
+    /// A document written since it was loaded went idle and left memory: fold its change rows
+    /// into one snapshot now, while nobody is writing it (storage then holds about its
+    /// `save()` size, and the next load reads one chunk instead of many).
+    Compact {
+        /// The document.
+        doc: DocumentId,
+    },
     /// A peer was refused a document (for the access log).
     Denied {
         /// The connection.

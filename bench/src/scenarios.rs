@@ -570,7 +570,6 @@ async fn promote(server: &Server, user_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// P7: bytes stored per document after compaction, against the size of its `save()`.
 /// P5: `learnsync import` of generated legacy dumps (one user each, the mess of
 /// `fixtures/localstorage/`), on PostgreSQL and on SQLite. Correctness: the run succeeds, every
 /// dump's user got their data, and importing the same dumps again changes nothing. The
@@ -656,8 +655,18 @@ async fn import_each_backend(
     Ok(())
 }
 
+/// P7: bytes stored per document after compaction, against the size of its `save()`. The
+/// devices write, leave, and their documents go idle (evicted after 1 s here instead of 30 s),
+/// which is when the server compacts them.
 pub async fn storage(opts: &Options, report: &mut Report) -> Result<()> {
-    let server = Server::learnsync(opts.db, &[("LEARNSYNC_COMPACT_AFTER", "16".into())]).await?;
+    let server = Server::learnsync(
+        opts.db,
+        &[
+            ("LEARNSYNC_COMPACT_AFTER", "16".into()),
+            ("LEARNSYNC_IDLE_EVICT_SECS", "1".into()),
+        ],
+    )
+    .await?;
     let users = opts.devices.first().copied().unwrap_or(4).clamp(2, 200) / 2;
     let ids = identities(&server, users, 8).await?;
     let fleet = Fleet::connect(&server, &ids, 64).await?;
@@ -672,8 +681,8 @@ pub async fn storage(opts: &Options, report: &mut Report) -> Result<()> {
     }
     let unsettled = fleet.settle(Duration::from_secs(60)).await;
     fleet.stop();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let url = server.database_url().context("database url")?.to_string();
+    wait_for_idle_compaction(&url).await?;
     type Docs = Vec<(String, Option<Vec<u8>>)>;
     type Changes = Vec<(String, Vec<u8>)>;
     let (docs, changes): (Docs, Changes) = if url.starts_with("postgres") {
@@ -753,6 +762,35 @@ pub async fn storage(opts: &Options, report: &mut Report) -> Result<()> {
         ),
     });
     server.stop().await
+}
+
+/// Waits until the change rows stop shrinking (the idle documents are compacted), at most 30 s.
+async fn wait_for_idle_compaction(url: &str) -> Result<()> {
+    let count = || async {
+        let n: (i64,) = if url.starts_with("postgres") {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+            sqlx::query_as("SELECT COUNT(*) FROM document_changes")
+                .fetch_one(&mut c)
+                .await?
+        } else {
+            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(url).await?;
+            sqlx::query_as("SELECT COUNT(*) FROM document_changes")
+                .fetch_one(&mut c)
+                .await?
+        };
+        anyhow::Ok(n.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut stable_since) = (count().await?, Instant::now());
+    while last > 0 && Instant::now() < deadline && stable_since.elapsed() < Duration::from_secs(3)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let n = count().await?;
+        if n != last {
+            (last, stable_since) = (n, Instant::now());
+        }
+    }
+    Ok(())
 }
 
 /// P8: the browser client's bundle size.

@@ -69,7 +69,8 @@ pub struct Config {
     #[arg(long, env = "LEARNSYNC_IDLE_EVICT_SECS", default_value_t = 30)]
     pub idle_evict_secs: u64,
 
-    /// Change rows after which a document is compacted into one snapshot.
+    /// Change rows after which a document is compacted into one snapshot (written documents
+    /// are also compacted when they go idle).
     #[arg(long, env = "LEARNSYNC_COMPACT_AFTER", default_value_t = 64)]
     pub compact_after: i64,
 

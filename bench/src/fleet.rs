@@ -290,7 +290,8 @@ async fn run_device(
 ) -> Result<()> {
     let mut actor = [0u8; 16];
     rand::fill(&mut actor);
-    let peer = format!("bench-{user}-{}", if observer { "b" } else { "a" });
+    // Unique across fleets (a scenario may run two at once): the user's learning document id.
+    let peer = format!("bench-{}-{}", id.learning, if observer { "b" } else { "a" });
     let mut client = Client::new(ClientConfig {
         peer_id: peer.clone(),
         storage_id: Some(format!("storage-{peer}-{}", actor[0])),

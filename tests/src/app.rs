@@ -221,7 +221,18 @@ impl Client {
 
     /// Sends a request and reads the whole answer.
     pub async fn send(&self, rb: reqwest::RequestBuilder) -> Resp {
-        let res = rb.send().await.expect("request failed to reach the server");
+        let retry = rb.try_clone();
+        let res = match (rb.send().await, retry) {
+            (Ok(res), _) => res,
+            // A pooled keep-alive connection the server closed after its previous answer (it
+            // does so when it answered without reading a request body): the request never
+            // reached the server, so it is sent once more on a new connection, as browsers do.
+            (Err(e), Some(retry)) if is_stale_connection(&e) => retry
+                .send()
+                .await
+                .expect("request failed to reach the server"),
+            (Err(e), _) => panic!("request failed to reach the server: {e:?}"),
+        };
         let status = res.status().as_u16();
         let headers = res.headers().clone();
         let text = res.text().await.expect("body");
@@ -530,6 +541,12 @@ fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut 
             check_schema(doc, items, v, &format!("{at}[{i}]"), out);
         }
     }
+}
+
+/// hyper's "connection closed before message completed" on a reused connection (reqwest does
+/// not expose hyper's error type; its debug form names the kind).
+fn is_stale_connection(e: &reqwest::Error) -> bool {
+    e.is_request() && format!("{e:?}").contains("IncompleteMessage")
 }
 
 #[cfg(test)]

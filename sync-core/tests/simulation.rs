@@ -235,12 +235,9 @@ impl Sim {
                 },
                 Output::Compact { doc } => {
                     // As the server's compactor: the chunks folded into one snapshot.
+                    let folded = self.storage.doc(&doc).save();
                     if let Some((_, chunks)) = self.storage.docs.get_mut(&doc) {
-                        let mut folded = AutoCommit::new();
-                        for c in chunks.iter() {
-                            folded.load_incremental(c).expect("stored chunk loads");
-                        }
-                        *chunks = vec![folded.save()];
+                        *chunks = vec![folded];
                     }
                 }
                 Output::EditDone { .. } | Output::Denied { .. } => {}

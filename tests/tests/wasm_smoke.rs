@@ -4,14 +4,14 @@
 //! harness the client tests stand on (two profiles at once, offline and online, reopening a
 //! profile), and prints GOALS.md P8 figures (bundle size, cold load) without asserting on time.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use e2e::browser::{Chromedriver, NetLink, Profile, StaticSite};
-use e2e::js::{NodeCommand, js_dir, workspace_root};
+use e2e::js::{NodeCommand, js_dir};
+use e2e::wasm_pkg::package;
 use serde_json::{Value, json};
 use sync_core::ids::{DocumentId, UserNamespace};
 
@@ -33,50 +33,6 @@ fn native() -> (String, Vec<(String, String)>) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `client-wasm/<dir>`, failing with instructions when it is missing or older than the sources
-/// it is built from.
-fn package(dir: &str) -> PathBuf {
-    let root = workspace_root();
-    let pkg = root.join("client-wasm").join(dir);
-    let stamp = pkg.join(".fingerprint");
-    let built = std::fs::metadata(&stamp)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} has not been built: run scripts/build-wasm.sh",
-                pkg.display()
-            )
-        });
-    for source in [
-        "client-wasm/src",
-        "client-wasm/Cargo.toml",
-        "sync-core/src",
-        "sync-core/Cargo.toml",
-    ] {
-        if let Some((path, modified)) = newest(&root.join(source))
-            && modified > built
-        {
-            panic!(
-                "{} is older than {}: run scripts/build-wasm.sh",
-                pkg.display(),
-                path.display()
-            );
-        }
-    }
-    pkg
-}
-
-fn newest(path: &Path) -> Option<(PathBuf, SystemTime)> {
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.is_file() {
-        return Some((path.to_path_buf(), meta.modified().ok()?));
-    }
-    std::fs::read_dir(path)
-        .ok()?
-        .filter_map(|entry| newest(&entry.ok()?.path()))
-        .max_by_key(|(_, modified)| *modified)
 }
 
 fn assert_thrown(value: &Value, message: &str) {

@@ -291,8 +291,8 @@ impl DocEntry {
                 Queued::Remote(changes) => self.remote_changes(ctx, changes, now),
             }
         }
-        // Peers attached before an eviction may be owed messages.
-        self.flush(ctx);
+        // Peers attached before an eviction may be owed messages: they go once nothing is left
+        // to write.
         self.maybe_store(ctx, now);
     }
 
@@ -331,12 +331,9 @@ impl DocEntry {
                         result: Ok(value),
                     });
                 }
-                if self.dirty || !self.edits.is_empty() {
-                    self.maybe_store(ctx, now);
-                } else {
-                    self.flush(ctx);
-                    self.check_unavailable(ctx);
-                }
+                // The next write, or (nothing left to write) the messages owed meanwhile.
+                self.maybe_store(ctx, now);
+                self.check_unavailable(ctx);
             }
             Err(StorageFailure::Unavailable(why)) => {
                 if let Some((token, _, _)) = inflight.edit {

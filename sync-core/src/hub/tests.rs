@@ -125,12 +125,9 @@ impl Net {
                 Output::Denied { conn, doc } => self.denied.push((conn, doc)),
                 Output::Compact { doc } => {
                     self.compacted.push(doc);
-                    if let Some((_, chunks)) = self.storage.docs.get_mut(&doc) {
-                        let mut folded = AutoCommit::new();
-                        for c in chunks.iter() {
-                            folded.load_incremental(c).unwrap();
-                        }
-                        *chunks = vec![folded.save()];
+                    if self.storage.docs.contains_key(&doc) {
+                        let folded = self.stored_doc(doc).save();
+                        self.storage.docs.get_mut(&doc).unwrap().1 = vec![folded];
                     }
                 }
             }

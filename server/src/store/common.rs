@@ -1112,78 +1112,65 @@ macro_rules! impl_store {
                 let mut outcomes = Vec::with_capacity(writes.len());
                 let mut notes = Vec::new();
                 for w in writes {
-                    let owner: Option<String> = sqlx::query(&format!("SELECT owner_id FROM documents WHERE id = $1 {}", Self::FOR_UPDATE))
-                        .bind(&w.doc_id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(map_err)?
-                        .map(|r| r.try_get("owner_id"))
-                        .transpose()?;
-                    match owner {
-                        Some(owner) if owner != w.owner_id => {
-                            outcomes.push(WriteOutcome::Rejected("document belongs to another user".into()));
-                            continue;
-                        }
-                        Some(_) => {}
-                        None => {
-                            let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM documents WHERE owner_id = $1")
-                                .bind(&w.owner_id)
-                                .fetch_one(&mut *tx)
-                                .await
-                                .map_err(map_err)?
-                                .try_get("n")?;
-                            if count >= MAX_DOCS_PER_USER {
-                                outcomes.push(WriteOutcome::Rejected(format!("a user may own at most {MAX_DOCS_PER_USER} documents")));
-                                continue;
-                            }
-                            let exists_user = sqlx::query("SELECT 1 AS one FROM users WHERE id = $1")
-                                .bind(&w.owner_id)
-                                .fetch_optional(&mut *tx)
-                                .await
-                                .map_err(map_err)?
-                                .is_some();
-                            if !exists_user {
-                                outcomes.push(WriteOutcome::Rejected("the owner no longer exists".into()));
-                                continue;
-                            }
-                            sqlx::query(
-                                "INSERT INTO documents (id, owner_id, kind, course_id, change_count, byte_size, created_at, updated_at) \
-                                 VALUES ($1, $2, $3, $4, 0, 0, $5, $5) ON CONFLICT (id) DO NOTHING",
-                            )
+                    // The common case in one statement: the document exists and is the writer's
+                    // (the update locks its row, as the compactor expects).
+                    let mut pending = count_write(&mut tx, w, now).await?;
+                    if pending.is_none() {
+                        let owner: Option<String> = sqlx::query(&format!("SELECT owner_id FROM documents WHERE id = $1 {}", Self::FOR_UPDATE))
                             .bind(&w.doc_id)
-                            .bind(&w.owner_id)
-                            .bind(&w.kind)
-                            .bind(&w.course_id)
-                            .bind(now)
-                            .execute(&mut *tx)
+                            .fetch_optional(&mut *tx)
                             .await
-                            .map_err(map_err)?;
-                            let owner: String = sqlx::query(&format!("SELECT owner_id FROM documents WHERE id = $1 {}", Self::FOR_UPDATE))
-                                .bind(&w.doc_id)
-                                .fetch_one(&mut *tx)
-                                .await
-                                .map_err(map_err)?
-                                .try_get("owner_id")?;
-                            if owner != w.owner_id {
+                            .map_err(map_err)?
+                            .map(|r| r.try_get("owner_id"))
+                            .transpose()?;
+                        match owner {
+                            Some(owner) if owner != w.owner_id => {
                                 outcomes.push(WriteOutcome::Rejected("document belongs to another user".into()));
                                 continue;
                             }
+                            Some(_) => {}
+                            None => {
+                                let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM documents WHERE owner_id = $1")
+                                    .bind(&w.owner_id)
+                                    .fetch_one(&mut *tx)
+                                    .await
+                                    .map_err(map_err)?
+                                    .try_get("n")?;
+                                if count >= MAX_DOCS_PER_USER {
+                                    outcomes.push(WriteOutcome::Rejected(format!("a user may own at most {MAX_DOCS_PER_USER} documents")));
+                                    continue;
+                                }
+                                let exists_user = sqlx::query("SELECT 1 AS one FROM users WHERE id = $1")
+                                    .bind(&w.owner_id)
+                                    .fetch_optional(&mut *tx)
+                                    .await
+                                    .map_err(map_err)?
+                                    .is_some();
+                                if !exists_user {
+                                    outcomes.push(WriteOutcome::Rejected("the owner no longer exists".into()));
+                                    continue;
+                                }
+                                sqlx::query(
+                                    "INSERT INTO documents (id, owner_id, kind, course_id, change_count, byte_size, created_at, updated_at) \
+                                     VALUES ($1, $2, $3, $4, 0, 0, $5, $5) ON CONFLICT (id) DO NOTHING",
+                                )
+                                .bind(&w.doc_id)
+                                .bind(&w.owner_id)
+                                .bind(&w.kind)
+                                .bind(&w.course_id)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(map_err)?;
+                            }
                         }
+                        pending = count_write(&mut tx, w, now).await?;
                     }
-                    let pending: i64 = sqlx::query(
-                        "UPDATE documents SET change_count = change_count + 1, byte_size = byte_size + $2, updated_at = $3, \
-                         kind = CASE WHEN kind = 'other' THEN $4 ELSE kind END, course_id = COALESCE(course_id, $5) \
-                         WHERE id = $1 RETURNING change_count",
-                    )
-                    .bind(&w.doc_id)
-                    .bind(w.changes.len() as i64)
-                    .bind(now)
-                    .bind(&w.kind)
-                    .bind(&w.course_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(map_err)?
-                    .try_get("change_count")?;
+                    let Some(pending) = pending else {
+                        // Created by someone else between our look and our insert.
+                        outcomes.push(WriteOutcome::Rejected("document belongs to another user".into()));
+                        continue;
+                    };
                     let seq: i64 = sqlx::query("INSERT INTO document_changes (doc_id, data, created_at) VALUES ($1, $2, $3) RETURNING seq")
                         .bind(&w.doc_id)
                         .bind(&w.changes)
@@ -1453,6 +1440,33 @@ macro_rules! impl_store {
                 day: Timestamp(day * 86_400_000).to_rfc3339()[..10].to_string(),
                 count: r.try_get("n")?,
             })
+        }
+
+        /// Counts one write's change row against its document, if the document exists and
+        /// belongs to the writer; `None` otherwise. Returns the change rows waiting for
+        /// compaction.
+        async fn count_write(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            w: &DocWrite,
+            now: i64,
+        ) -> StoreResult<Option<i64>> {
+            sqlx::query(
+                "UPDATE documents SET change_count = change_count + 1, byte_size = byte_size + $2, updated_at = $3, \
+                 kind = CASE WHEN kind = 'other' THEN $4 ELSE kind END, course_id = COALESCE(course_id, $5) \
+                 WHERE id = $1 AND owner_id = $6 RETURNING change_count",
+            )
+            .bind(&w.doc_id)
+            .bind(w.changes.len() as i64)
+            .bind(now)
+            .bind(&w.kind)
+            .bind(&w.course_id)
+            .bind(&w.owner_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_err)?
+            .map(|r| r.try_get("change_count"))
+            .transpose()
+            .map_err(Into::into)
         }
 
         /// Writes the projection rows of one document change, inside the write's transaction.

@@ -106,17 +106,26 @@ impl PgStore {
         tx: &mut sqlx::Transaction<'_, Postgres>,
         notes: &[(String, i64, Option<&Vec<u8>>)],
     ) -> StoreResult<()> {
-        for (doc, seq, changes) in notes {
-            let data = changes
-                .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
-                .unwrap_or_default();
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANGES_CHANNEL)
-                .bind(format!("{}\t{doc}\t{seq}\t{data}", self.origin))
-                .execute(&mut **tx)
-                .await
-                .map_err(StoreError::Database)?;
+        if notes.is_empty() {
+            return Ok(());
         }
+        // One statement for the whole group commit: a round trip per note cost as much as the
+        // change rows themselves.
+        let payloads: Vec<String> = notes
+            .iter()
+            .map(|(doc, seq, changes)| {
+                let data = changes
+                    .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
+                    .unwrap_or_default();
+                format!("{}\t{doc}\t{seq}\t{data}", self.origin)
+            })
+            .collect();
+        sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS t(payload)")
+            .bind(CHANGES_CHANNEL)
+            .bind(&payloads)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::Database)?;
         Ok(())
     }
 

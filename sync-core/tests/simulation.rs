@@ -21,7 +21,7 @@ use sync_core::client::{Client, ClientConfig, ClientOutput};
 use sync_core::docs::{self, course, learning, preferences};
 use sync_core::hub::{
     ConnId, DocMeta, Hub, HubConfig, Output, OwnerOrAdmin, PeerInfo, StorageFailure, StoreWrite,
-    StoredDoc, TaskId,
+    StoredDoc, SyncInput, TaskId,
 };
 use sync_core::session::{PeerSession, SessionAction, SessionLimits};
 use sync_core::{DocumentId, UserNamespace};
@@ -123,6 +123,10 @@ struct Sim {
     max_attempt: u32,
     /// Highest accepted progress write per attempt.
     progress: BTreeMap<u32, f64>,
+    /// Odd seeds hand the hub the sync messages of one delivery round together
+    /// (`handle_sync_batch`, as the server's shard does with its inbox); even seeds one by one.
+    batching: bool,
+    syncs: Vec<SyncInput>,
 }
 
 fn hub(seed: u64) -> Hub {
@@ -177,6 +181,17 @@ impl Sim {
             completed: BTreeMap::new(),
             max_attempt: 1,
             progress: BTreeMap::new(),
+            batching: seed % 2 == 1,
+            syncs: Vec::new(),
+        }
+    }
+
+    /// Hands the hub the sync messages waiting in this round's batch.
+    fn deliver_syncs(&mut self) {
+        if !self.syncs.is_empty() {
+            let batch = std::mem::take(&mut self.syncs);
+            self.hub.handle_sync_batch(batch, self.now);
+            self.drain_hub();
         }
     }
 
@@ -315,6 +330,8 @@ impl Sim {
         if self.trace.is_some() {
             eprintln!("{} CRASH", self.now);
         }
+        // The process dies with its inbox.
+        self.syncs.clear();
         for (_, p) in std::mem::take(&mut self.pending) {
             if let Pending::Store(_, write) = p
                 && !self.db_failing
@@ -368,6 +385,8 @@ impl Sim {
         if !self.conns[idx].alive {
             return;
         }
+        // What the connection sent before it died reaches the hub first, as in the server.
+        self.deliver_syncs();
         self.conns[idx].alive = false;
         let device = self.conns[idx].device;
         self.hub.handle_disconnect(id);
@@ -442,6 +461,7 @@ impl Sim {
                 }
             }
         }
+        self.deliver_syncs();
     }
 
     fn server_frame(&mut self, idx: usize, frame: &[u8]) {
@@ -465,6 +485,7 @@ impl Sim {
                     self.conns[idx].down.frames.push_back((at, bytes));
                 }
                 SessionAction::Joined { storage_id, .. } => {
+                    self.deliver_syncs();
                     self.hub.handle_connect(
                         conn,
                         PeerInfo {
@@ -474,6 +495,14 @@ impl Sim {
                             storage_id,
                         },
                     );
+                }
+                SessionAction::Sync { doc, request, data } if self.batching => {
+                    self.syncs.push(SyncInput {
+                        conn,
+                        doc,
+                        request,
+                        data,
+                    });
                 }
                 SessionAction::Sync { doc, request, data } => {
                     self.hub.handle_sync(conn, doc, request, data, now);

@@ -8,7 +8,7 @@ use sync_core::DocumentId;
 use sync_core::docs::DocKind;
 use sync_core::hub::{
     ConnId, DocMeta, EditError, EditToken, EditValue, Hub, HubConfig, Output, OwnerOrAdmin,
-    StorageFailure, StoredDoc,
+    StorageFailure, StoredDoc, SyncInput,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,9 @@ use crate::store::{DocWrite, Store, StoredDocument};
 
 /// Loads allowed at once per shard (a reconnect storm must not exhaust the pool).
 const MAX_CONCURRENT_LOADS: usize = 16;
+
+/// Most inputs taken from the inbox before the outputs they caused are carried out.
+const MAX_INPUTS_PER_PASS: usize = 1024;
 
 pub(crate) struct Shard {
     index: usize,
@@ -71,15 +74,18 @@ impl Shard {
                 biased;
                 input = self.inbox.recv() => {
                     let Some(input) = input else { break };
-                    self.handle(input);
                     // Take what else is waiting before acting on outputs: one pass of I/O
-                    // serves many inputs under load.
-                    for _ in 0..256 {
+                    // serves many inputs under load, and the sync messages among them reach
+                    // the hub together (their changes are applied per document in one call).
+                    let mut syncs = Vec::new();
+                    self.take(input, &mut syncs);
+                    for _ in 0..MAX_INPUTS_PER_PASS {
                         match self.inbox.try_recv() {
-                            Ok(more) => self.handle(more),
+                            Ok(more) => self.take(more, &mut syncs),
                             Err(_) => break,
                         }
                     }
+                    self.handle_syncs(&mut syncs);
                 }
                 _ = tick.tick() => {
                     self.hub.handle_tick(now_ms());
@@ -95,6 +101,37 @@ impl Shard {
             self.drain();
         }
         tracing::debug!(shard = self.index, "shard stopped");
+    }
+
+    /// Collects a sync message into the pass's batch; anything else is handled at once, after
+    /// the messages before it (the order of a connection's inputs is kept).
+    fn take(&mut self, input: ShardInput, syncs: &mut Vec<SyncInput>) {
+        match input {
+            ShardInput::Sync {
+                conn,
+                doc,
+                request,
+                data,
+            } => {
+                metrics::counter!("learnsync_sync_messages_received_total").increment(1);
+                syncs.push(SyncInput {
+                    conn,
+                    doc,
+                    request,
+                    data,
+                });
+            }
+            other => {
+                self.handle_syncs(syncs);
+                self.handle(other);
+            }
+        }
+    }
+
+    fn handle_syncs(&mut self, syncs: &mut Vec<SyncInput>) {
+        if !syncs.is_empty() {
+            self.hub.handle_sync_batch(std::mem::take(syncs), now_ms());
+        }
     }
 
     fn handle(&mut self, input: ShardInput) {

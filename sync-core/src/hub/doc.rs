@@ -178,6 +178,23 @@ impl DocEntry {
         self.ensure_loading(ctx, now);
     }
 
+    /// Several messages for this document that arrived together, in their order.
+    pub(crate) fn enqueue_sync_batch(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        messages: Vec<(ConnId, bool, Vec<u8>)>,
+        now: i64,
+    ) {
+        if messages.len() > 1 && self.is_hot() && self.meta.owner.is_some() {
+            self.last_active = now;
+            self.process_sync_batch(ctx, messages, now);
+            return;
+        }
+        for (conn, request, data) in messages {
+            self.enqueue_sync(ctx, conn, request, data, now);
+        }
+    }
+
     pub(crate) fn enqueue_edit(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -281,16 +298,22 @@ impl DocEntry {
             }
         }
         self.life = Life::Hot(Box::new(doc));
+        // What waited for the load, in order; runs of sync messages are applied together.
+        let mut syncs = Vec::new();
         for input in std::mem::take(&mut self.queue) {
             match input {
                 Queued::Sync {
                     conn,
                     request,
                     data,
-                } => self.process_sync(ctx, conn, request, data, now),
-                Queued::Remote(changes) => self.remote_changes(ctx, changes, now),
+                } => syncs.push((conn, request, data)),
+                Queued::Remote(changes) => {
+                    self.enqueue_sync_batch(ctx, std::mem::take(&mut syncs), now);
+                    self.remote_changes(ctx, changes, now);
+                }
             }
         }
+        self.enqueue_sync_batch(ctx, syncs, now);
         // Peers attached before an eviction may be owed messages: they go once nothing is left
         // to write.
         self.maybe_store(ctx, now);
@@ -528,23 +551,96 @@ impl DocEntry {
         data: Vec<u8>,
         now: i64,
     ) {
-        let Some(peer) = ctx.peer(conn).cloned() else {
+        let Some(message) = self.admit(ctx, conn, &data) else {
             return;
         };
+        let Life::Hot(doc) = &mut self.life else {
+            return;
+        };
+        let before = doc.get_heads();
+        self.receive(ctx, conn, request, message);
+        if let Life::Hot(doc) = &mut self.life
+            && doc.get_heads() != before
+            && let Some(peer) = ctx.peer(conn).cloned()
+        {
+            self.on_new_changes(ctx, &peer, now);
+        }
+        self.flush(ctx);
+        self.check_unavailable(ctx);
+    }
+
+    /// Messages of several peers (or several of one peer) that arrived together, for a document
+    /// that is hot and owned. The same effects as [`Self::process_sync`] for each in order,
+    /// except that all their changes are applied to the live copy in one Automerge call first:
+    /// an apply costs in proportion to the document's size per call, not per change
+    /// (`perf/automerge-costs.md`), so a server that falls behind catches up instead of falling
+    /// further behind. The owner is known, so every message was admitted by the same access
+    /// decision it would have had alone (a claim by the first writer cannot change it).
+    fn process_sync_batch(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        messages: Vec<(ConnId, bool, Vec<u8>)>,
+        now: i64,
+    ) {
+        let mut admitted = Vec::with_capacity(messages.len());
+        for (conn, request, data) in messages {
+            if let Some(message) = self.admit(ctx, conn, &data) {
+                admitted.push((conn, request, message));
+            }
+        }
+        let Life::Hot(doc) = &mut self.life else {
+            return;
+        };
+        let before = doc.get_heads();
+        if admitted
+            .iter()
+            .filter(|(_, _, m)| !m.changes.is_empty())
+            .count()
+            > 1
+        {
+            let combined: Vec<u8> = admitted
+                .iter()
+                .flat_map(|(_, _, m)| m.changes.iter())
+                .flatten()
+                .copied()
+                .collect();
+            // On failure nothing is lost: each message below applies its own changes again
+            // (duplicates are skipped), and the one at fault is answered as it would be alone.
+            let _ = doc.load_incremental(&combined);
+        }
+        let mut writer: Option<ConnId> = None;
+        for (conn, request, message) in admitted {
+            if writer.is_none() && !message.changes.is_empty() {
+                writer = Some(conn);
+            }
+            self.receive(ctx, conn, request, message);
+        }
+        if let Life::Hot(doc) = &mut self.life
+            && doc.get_heads() != before
+            && let Some(peer) = writer.and_then(|c| ctx.peer(c).cloned())
+        {
+            self.on_new_changes(ctx, &peer, now);
+        }
+        self.flush(ctx);
+        self.check_unavailable(ctx);
+    }
+
+    /// Decides whether `conn` may sync this document (attaching it as a peer on its first
+    /// message) and decodes its message. `None` when the peer was refused or closed.
+    fn admit(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, data: &[u8]) -> Option<sync::Message> {
+        let peer = ctx.peer(conn).cloned()?;
         if !self.may_see_peer(ctx, &peer) {
             self.deny(ctx, conn);
-            return;
+            return None;
         }
         if !self.peers.contains_key(&conn) {
-            let Some(entry) = ctx.conns.get_mut(&conn) else {
-                return;
-            };
+            let entry = ctx.conns.get_mut(&conn)?;
             if entry.docs >= ctx.config.max_docs_per_conn {
                 ctx.outputs.push_back(Output::Close {
                     conn,
                     reason: CloseReason::TooManyDocuments(ctx.config.max_docs_per_conn),
                 });
-                return;
+                return None;
             }
             entry.docs += 1;
             let state = peer
@@ -563,21 +659,26 @@ impl DocEntry {
                 },
             );
         }
-        let message = match sync::Message::decode(&data)
+        match sync::Message::decode(data)
             .map_err(|e| e.to_string())
             .and_then(|m| {
                 check_bloom_filters(&m)?;
                 Ok(m)
             }) {
-            Ok(m) => m,
+            Ok(m) => Some(m),
             Err(e) => {
                 ctx.outputs.push_back(Output::Close {
                     conn,
                     reason: CloseReason::InvalidSyncMessage(e.to_string()),
                 });
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// Hands an admitted message to the peer's automerge sync state (applying its changes to
+    /// the live copy) and marks a reply owed.
+    fn receive(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, request: bool, message: sync::Message) {
         let Life::Hot(doc) = &mut self.life else {
             return;
         };
@@ -590,21 +691,14 @@ impl DocEntry {
         if !message.heads.is_empty() {
             p.status = PeerStatus::Has;
         }
-        let before = doc.get_heads();
         let result = doc.sync().receive_sync_message(&mut p.state, message);
         p.owed = true;
-        let changed = doc.get_heads() != before;
-        if changed {
-            self.on_new_changes(ctx, &peer, now);
-        }
         if let Err(e) = result {
             ctx.outputs.push_back(Output::Close {
                 conn,
                 reason: CloseReason::InvalidSyncMessage(e.to_string()),
             });
         }
-        self.flush(ctx);
-        self.check_unavailable(ctx);
     }
 
     /// New changes from a peer landed in the live copy: claim the document if it had no owner,

@@ -65,6 +65,19 @@ pub struct PeerInfo {
     pub storage_id: Option<String>,
 }
 
+/// One `sync` or `request` message of a connection, for [`Hub::handle_sync_batch`].
+#[derive(Debug, Clone)]
+pub struct SyncInput {
+    /// The connection it came from.
+    pub conn: ConnId,
+    /// The document it is about.
+    pub doc: DocumentId,
+    /// Whether it was a `request` (the peer wants the document) rather than a `sync`.
+    pub request: bool,
+    /// The automerge sync message.
+    pub data: Vec<u8>,
+}
+
 /// What the hub knows about a document's owner and role.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DocMeta {
@@ -415,6 +428,32 @@ impl Hub {
         self.with_doc(doc, now, |hub, d| {
             d.enqueue_sync(hub, conn, request, data, now)
         });
+    }
+
+    /// Several `sync`/`request` messages that arrived together (say, everything waiting in the
+    /// server's inbox), with the effects of [`Hub::handle_sync`] for each in order. Messages
+    /// for the same document are applied to it in one Automerge call: the cost of an apply
+    /// grows with the document, per call, so batching is what lets a server under load catch
+    /// up. Messages of different documents are independent and may be handled in any order.
+    pub fn handle_sync_batch(&mut self, inputs: Vec<SyncInput>, now: i64) {
+        let mut order: Vec<DocumentId> = Vec::new();
+        let mut groups: HashMap<DocumentId, Vec<(ConnId, bool, Vec<u8>)>> = HashMap::new();
+        for input in inputs {
+            if !self.conns.contains_key(&input.conn) {
+                continue;
+            }
+            let group = groups.entry(input.doc).or_insert_with(|| {
+                order.push(input.doc);
+                Vec::new()
+            });
+            group.push((input.conn, input.request, input.data));
+        }
+        for doc in order {
+            let Some(messages) = groups.remove(&doc) else {
+                continue;
+            };
+            self.with_doc(doc, now, |hub, d| d.enqueue_sync_batch(hub, messages, now));
+        }
     }
 
     /// An `ephemeral` message arrived from a connected peer: relayed to the document's other

@@ -58,6 +58,10 @@ struct Net {
     log: Vec<String>,
     mode: StoreMode,
     now: i64,
+    /// Devices' messages go here instead of straight to the hub, and reach it together
+    /// through `handle_sync_batch` when I/O next runs (as the server's inbox delivers them).
+    batching: bool,
+    pending: Vec<SyncInput>,
 }
 
 impl Net {
@@ -74,10 +78,25 @@ impl Net {
             log: Vec::new(),
             mode: StoreMode::Succeed,
             now: 1_000,
+            batching: false,
+            pending: Vec::new(),
+        }
+    }
+
+    fn send_sync(&mut self, input: SyncInput) {
+        if self.batching {
+            self.pending.push(input);
+        } else {
+            self.hub
+                .handle_sync(input.conn, input.doc, input.request, input.data, self.now);
         }
     }
 
     fn run_io(&mut self) {
+        if !self.pending.is_empty() {
+            self.hub
+                .handle_sync_batch(std::mem::take(&mut self.pending), self.now);
+        }
         while let Some(out) = self.hub.poll_output() {
             match out {
                 Output::Send { conn, message } => {
@@ -224,8 +243,12 @@ impl Device {
         let request = d.get_heads().is_empty();
         match d.sync().generate_sync_message(state) {
             Some(m) => {
-                net.hub
-                    .handle_sync(self.conn, doc, request, m.encode(), net.now);
+                net.send_sync(SyncInput {
+                    conn: self.conn,
+                    doc,
+                    request,
+                    data: m.encode(),
+                });
                 true
             }
             None => false,
@@ -271,7 +294,7 @@ fn drive(net: &mut Net, devices: &mut [&mut Device]) {
             any |= d.pull(net);
         }
         net.run_io();
-        if !any && net.inbox.values().all(Vec::is_empty) {
+        if !any && net.pending.is_empty() && net.inbox.values().all(Vec::is_empty) {
             return;
         }
     }
@@ -819,6 +842,9 @@ fn server_edits_racing_devices_leave_every_device_synced() {
         };
         let mut net = Net::new();
         net.mode = StoreMode::Hold;
+        // Odd seeds deliver the devices' messages in batches of whatever piled up.
+        let batching = seed % 2 == 1;
+        net.batching = batching;
         let id = DocumentId::preferences(&ns(ALICE));
         let mut devices: Vec<Device> = (1..=2)
             .map(|i| {
@@ -882,7 +908,9 @@ fn server_edits_racing_devices_leave_every_device_synced() {
                     net.hub.handle_tick(net.now);
                 }
             }
-            net.run_io();
+            if !batching || next(3) == 0 {
+                net.run_io();
+            }
         }
         // Deliver everything.
         for _ in 0..50 {
@@ -928,4 +956,90 @@ fn heads_of(doc: &mut AutoCommit) -> Vec<automerge::ChangeHash> {
     let mut h = doc.get_heads();
     h.sort();
     h
+}
+
+/// Messages of two devices for one document, arriving together, are applied at once: one write
+/// covers all of them, nothing is acknowledged before it is stored, and both devices end with
+/// everything.
+#[test]
+fn a_batch_of_messages_is_stored_in_one_write_before_any_is_acknowledged() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let mut b = Device::connect(&mut net, 2, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    a.open(id, doc);
+    b.open(id, AutoCommit::new());
+    a.push(&mut net, id);
+    b.push(&mut net, id);
+    drive(&mut net, &mut [&mut a, &mut b]);
+    let stores_before = net.log.iter().filter(|l| l.starts_with("store")).count();
+
+    net.batching = true;
+    net.mode = StoreMode::Hold;
+    for (n, course) in ["c1", "c2", "c3"].into_iter().enumerate() {
+        learning::enroll(a.doc(id), course, 10 + n as i64).unwrap();
+        docs::commit(a.doc(id), 10 + n as i64);
+        a.push(&mut net, id);
+    }
+    learning::enroll(b.doc(id), "c4", 20).unwrap();
+    docs::commit(b.doc(id), 20);
+    b.push(&mut net, id);
+    assert!(
+        net.pending.len() >= 2,
+        "messages to batch: {}",
+        net.pending.len()
+    );
+    net.run_io();
+
+    assert_eq!(net.held.len(), 1, "one write for the whole batch");
+    assert!(net.take(a.conn).is_empty() && net.take(b.conn).is_empty());
+    net.mode = StoreMode::Succeed;
+    net.release_held();
+    drive(&mut net, &mut [&mut a, &mut b]);
+
+    let stored = heads_of(&mut net.stored_doc(id));
+    assert_eq!(heads_of(a.doc(id)), stored);
+    assert_eq!(heads_of(b.doc(id)), stored);
+    for course in ["c1", "c2", "c3", "c4"] {
+        assert!(
+            learning::enrollment(&net.stored_doc(id), course)
+                .unwrap()
+                .is_some()
+        );
+    }
+    assert!(net.log.iter().filter(|l| l.starts_with("store")).count() > stores_before);
+}
+
+/// A batch may hold a message the hub must refuse (another user's device): that one is denied,
+/// and its changes never reach the document, while the owner's are applied.
+#[test]
+fn a_batch_keeps_each_message_to_its_own_access_decision() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let mut mallory = Device::connect(&mut net, 2, peer(BOB, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    a.open(id, doc.clone());
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a]);
+
+    let mut forged = doc;
+    learning::enroll(&mut forged, "evil", 5).unwrap();
+    docs::commit(&mut forged, 5);
+    mallory.open(id, forged);
+    net.batching = true;
+    learning::enroll(a.doc(id), "c1", 6).unwrap();
+    docs::commit(a.doc(id), 6);
+    mallory.push(&mut net, id);
+    a.push(&mut net, id);
+    net.run_io();
+    drive(&mut net, &mut [&mut a, &mut mallory]);
+
+    assert!(
+        net.denied
+            .iter()
+            .any(|(c, d)| *c == mallory.conn && *d == id)
+    );
+    let stored = net.stored_doc(id);
+    assert!(learning::enrollment(&stored, "c1").unwrap().is_some());
+    assert!(learning::enrollment(&stored, "evil").unwrap().is_none());
 }

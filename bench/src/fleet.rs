@@ -380,14 +380,13 @@ async fn run_device(
                         flush(&mut client);
                     }
                     Some(Command::Status(reply)) => {
+                        // Heads straight from the live documents: a save and reload per poll
+                        // cost more than the probes themselves once documents grow.
                         let heads = client
                             .documents()
                             .iter()
-                            .filter_map(|d| client.save(d))
-                            .map(|bytes| {
-                                let mut doc = automerge::AutoCommit::load(&bytes).unwrap_or_default();
-                                doc.get_heads().iter().flat_map(|h| h.0.to_vec()).collect::<Vec<u8>>()
-                            })
+                            .filter_map(|d| client.heads(d))
+                            .map(|heads| heads.iter().flat_map(|h| h.0.to_vec()).collect::<Vec<u8>>())
                             .collect();
                         let _ = reply.send((client.status(), heads));
                     }

@@ -279,6 +279,11 @@ impl Client {
             .unwrap_or_default()
     }
 
+    /// The heads of a document as this device has it.
+    pub fn heads(&mut self, doc: &DocumentId) -> Option<Vec<ChangeHash>> {
+        self.docs.get_mut(doc).map(|d| d.doc.get_heads())
+    }
+
     /// Saved bytes of a document.
     pub fn save(&mut self, doc: &DocumentId) -> Option<Vec<u8>> {
         self.docs.get_mut(doc).map(|d| d.doc.save())

@@ -12,6 +12,8 @@ enum Scenario {
     Propagation,
     /// P2: sustained throughput.
     Throughput,
+    /// P2's ceiling: Automerge's apply cost per change, one and ten per call.
+    Apply,
     /// P3: connections and memory per device.
     Connections,
     /// P4: first sync of a heavy user.
@@ -109,6 +111,10 @@ async fn main() -> Result<()> {
     if all || args.scenario == Scenario::Throughput {
         let result = scenarios::throughput(&opts, &mut report).await;
         record_failure(&mut report, "throughput", result);
+    }
+    if all || args.scenario == Scenario::Apply {
+        let result = scenarios::apply(&opts, &mut report).await;
+        record_failure(&mut report, "apply", result);
     }
     if all || args.scenario == Scenario::Connections {
         let result = scenarios::connections(&opts, &mut report).await;

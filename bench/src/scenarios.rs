@@ -214,8 +214,10 @@ pub async fn throughput(opts: &Options, report: &mut Report) -> Result<()> {
     let steps: Vec<f64> = if opts.seconds <= 3 {
         vec![opts.rate]
     } else {
+        // Steps fine enough that the figure is not an artefact of the next step being 2.5x.
         vec![
-            250.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 10_000.0, 20_000.0, 40_000.0,
+            250.0, 500.0, 1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 7_500.0, 10_000.0, 20_000.0,
+            40_000.0,
         ]
     };
     let mut best = Vec::new();
@@ -835,4 +837,82 @@ pub async fn wasm(report: &mut Report) -> Result<()> {
         ),
     });
     Ok(())
+}
+
+/// Where P2's time goes: Automerge's cost of applying a change to the preferences document the
+/// devices write, after a history of `n` changes, one change per call (a sync message each) and
+/// ten per call (what the hub does with messages that arrive together). No server, no reference
+/// peer: a CPU figure that says how far a server applying changes one by one can go, and pins
+/// the automerge version (`perf/automerge-costs.md`).
+pub async fn apply(opts: &Options, report: &mut Report) -> Result<()> {
+    let (histories, samples): (&[usize], usize) = if opts.seconds <= 3 {
+        (&[10, 50], 20)
+    } else {
+        (&[100, 400, 1_600, 6_400], 200)
+    };
+    for &history in histories {
+        let (single, batched) =
+            tokio::task::spawn_blocking(move || apply_costs(history, samples)).await??;
+        report.push(Row {
+            scenario: "P2 apply cost".into(),
+            metric: format!("µs per change applied, one per call, after {history} changes"),
+            learnsync: Some(single),
+            reference: None,
+            lower_is_better: true,
+            note: format!(
+                "ten per call: {batched:.1} µs per change ({:.1}x cheaper); automerge 0.12, preferences document, one key overwritten",
+                single / batched.max(f64::MIN_POSITIVE)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Microseconds per change: one per `load_incremental` call, then ten per call. The reader
+/// must end with the writer's heads (nothing was dropped).
+fn apply_costs(history: usize, samples: usize) -> Result<(f64, f64)> {
+    use sync_core::docs::{self, DocSpec, preferences};
+    let mut writer = docs::create(&DocSpec::Preferences, [1; 16])?;
+    let mut reader = writer.fork();
+    reader.set_actor(automerge::ActorId::from([2u8; 16]));
+    let mut n = 0i64;
+    let mut write = |doc: &mut automerge::AutoCommit| -> Result<()> {
+        n += 1;
+        preferences::set(doc, "probe", &json!(n), n)?;
+        docs::commit(doc, n);
+        Ok(())
+    };
+    for _ in 0..history {
+        write(&mut writer)?;
+    }
+    reader.merge(&mut writer)?;
+    let mut single = Duration::ZERO;
+    for _ in 0..samples {
+        let heads = writer.get_heads();
+        write(&mut writer)?;
+        let bytes = writer.save_after(&heads);
+        let t = Instant::now();
+        reader.load_incremental(&bytes)?;
+        single += t.elapsed();
+    }
+    let mut batched = Duration::ZERO;
+    let rounds = (samples / 10).max(1);
+    for _ in 0..rounds {
+        let heads = writer.get_heads();
+        for _ in 0..10 {
+            write(&mut writer)?;
+        }
+        let bytes = writer.save_after(&heads);
+        let t = Instant::now();
+        reader.load_incremental(&bytes)?;
+        batched += t.elapsed();
+    }
+    anyhow::ensure!(
+        reader.get_heads() == writer.get_heads(),
+        "the reader did not end with every change"
+    );
+    Ok((
+        single.as_secs_f64() * 1e6 / samples as f64,
+        batched.as_secs_f64() * 1e6 / (rounds * 10) as f64,
+    ))
 }

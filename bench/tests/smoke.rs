@@ -69,6 +69,15 @@ async fn rest_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_cost() {
+    let mut report = Report::default();
+    scenarios::apply(&opts(), &mut report).await.unwrap();
+    assert_no_failure(&report);
+    assert_eq!(report.rows.len(), 2, "one row per history size");
+    assert!(report.rows.iter().all(|r| r.learnsync.is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage() {
     let mut report = Report::default();
     scenarios::storage(&opts(), &mut report).await.unwrap();

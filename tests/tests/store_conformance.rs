@@ -1586,3 +1586,327 @@ both_backends!(
         assert!(loads > 10, "only {loads} loads overlapped the writes");
     }
 );
+
+/// The writes of a mixed group commit: a document of the writer's, someone else's, a new one
+/// two users race for, one of an owner who is gone, several writes to one document and to one
+/// projection row.
+fn mixed_batch(a: &str, b: &str) -> Vec<learnsync::store::DocWrite> {
+    use learnsync::store::DocWrite;
+    use sync_core::docs::learning::Status;
+    use sync_core::docs::projection::{
+        CourseProgressRow, EnrollmentStatusRow, PreferencesRow, Projection,
+    };
+    let write =
+        |owner: &str, doc: &str, kind: &str, course: Option<&str>, p: Option<Projection>| {
+            DocWrite {
+                doc_id: doc.into(),
+                owner_id: owner.into(),
+                kind: kind.into(),
+                course_id: course.map(str::to_string),
+                changes: Vec::new(),
+                projection: p,
+            }
+        };
+    let prefs = |theme: &str| {
+        Some(Projection::Preferences(PreferencesRow {
+            theme: Some(theme.into()),
+            language: Some("en".into()),
+            settings: [("theme".to_string(), json!(theme))].into(),
+        }))
+    };
+    let progress = |course: &str, progress: f64, lessons: &[&str]| {
+        Some(Projection::Course(CourseProgressRow {
+            course_id: course.into(),
+            attempt: 1,
+            progress,
+            completed_lessons: lessons.iter().map(|l| l.to_string()).collect(),
+            time_spent_secs: (progress * 10.0) as i64,
+            last_activity: Some(1_700_000_000_500),
+        }))
+    };
+    let status = |course: &str, status: Status| EnrollmentStatusRow {
+        course_id: course.into(),
+        status,
+        enrolled_at: Some(1_700_000_000_100),
+    };
+    let mut writes = vec![
+        write(a, "a-prefs", "preferences", None, prefs("dark")),
+        write(b, "a-prefs", "preferences", None, prefs("light")),
+        write(
+            a,
+            "a-c1",
+            "course",
+            Some("c1"),
+            progress("c1", 40.0, &["l1"]),
+        ),
+        write(
+            b,
+            "a-c1",
+            "course",
+            Some("c1"),
+            progress("c1", 90.0, &["l1"]),
+        ),
+        write("gone", "gone-prefs", "preferences", None, prefs("dark")),
+        write(a, "a-prefs", "preferences", None, prefs("light")),
+        write(
+            a,
+            "a-learn",
+            "learning",
+            None,
+            Some(Projection::Learning(vec![
+                status("c1", Status::Active),
+                status("c2", Status::Unenrolled),
+            ])),
+        ),
+        write(
+            a,
+            "a-c1",
+            "course",
+            Some("c1"),
+            progress("c1", 100.0, &["l1", "l2"]),
+        ),
+        write(
+            a,
+            "a-c2",
+            "course",
+            Some("c2"),
+            progress("c2", 100.0, &["l1"]),
+        ),
+        write(b, "b-prefs", "preferences", None, prefs("dark")),
+        write(a, "a-free", "other", None, None),
+        write(
+            a,
+            "a-learn",
+            "learning",
+            None,
+            Some(Projection::Learning(vec![status("c1", Status::Unenrolled)])),
+        ),
+    ];
+    for (i, w) in writes.iter_mut().enumerate() {
+        w.changes = format!("write {i} to {}", w.doc_id).into_bytes();
+    }
+    writes
+}
+
+/// What a store holds after the mixed batch, to compare one store with another.
+async fn written_state(store: &Arc<dyn Store>, a: &str, b: &str) -> Vec<String> {
+    let mut state = Vec::new();
+    for doc in [
+        "a-prefs",
+        "a-c1",
+        "a-c2",
+        "a-learn",
+        "a-free",
+        "b-prefs",
+        "gone-prefs",
+    ] {
+        let found = store.load_document(doc).await.unwrap().map(|d| {
+            (
+                d.owner_id == a,
+                d.kind,
+                d.course_id,
+                d.chunks
+                    .iter()
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect::<Vec<_>>(),
+            )
+        });
+        state.push(format!("{doc}: {found:?}"));
+    }
+    for user in [a, b] {
+        let mut docs = store.user_documents(user).await.unwrap();
+        docs.sort_by(|x, y| x.id.cmp(&y.id));
+        let docs: Vec<_> = docs
+            .iter()
+            .map(|d| (&d.id, &d.kind, d.course_id.clone()))
+            .collect();
+        state.push(format!("documents of {}: {docs:?}", user == a));
+        state.push(format!(
+            "preferences of {}: {:?}",
+            user == a,
+            store.preferences(user).await.unwrap()
+        ));
+        let mut enrollments = store.enrollments(user).await.unwrap();
+        enrollments.sort_by(|x, y| x.course_id.cmp(&y.course_id));
+        state.push(format!("enrollments of {}: {enrollments:?}", user == a));
+    }
+    state
+}
+
+both_backends!(
+    a_group_commit_stores_what_its_writes_store_one_by_one,
+    |backend| async move {
+        use learnsync::store::WriteOutcome;
+
+        // The writer commits many writes in one transaction with a fixed number of
+        // statements; the outcome, rows and projection must be those of the same writes
+        // committed one at a time, in order.
+        let now = 1_700_000_001_000;
+        let mut states = Vec::new();
+        let mut outcomes_seen = Vec::new();
+        for batched in [false, true] {
+            let (_db, store) = open(backend).await;
+            let a = store
+                .create_user(&new_user(1, Role::Learner))
+                .await
+                .unwrap()
+                .user
+                .id;
+            let b = store
+                .create_user(&new_user(2, Role::Learner))
+                .await
+                .unwrap()
+                .user
+                .id;
+            // Documents that exist before the batch: one of each user.
+            let before = mixed_batch(&a, &b);
+            for w in [&before[0], &before[9]] {
+                let mut w = w.clone();
+                w.changes = b"before".to_vec();
+                w.projection = None;
+                store.store_writes(&[w], now).await.unwrap();
+            }
+            let writes = mixed_batch(&a, &b);
+            let outcomes = if batched {
+                store.store_writes(&writes, now).await.unwrap()
+            } else {
+                let mut all = Vec::new();
+                for w in &writes {
+                    all.extend(
+                        store
+                            .store_writes(std::slice::from_ref(w), now)
+                            .await
+                            .unwrap(),
+                    );
+                }
+                all
+            };
+            assert_eq!(outcomes.len(), writes.len());
+            // Sequence numbers rise with the order of the writes.
+            let seqs: Vec<i64> = outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    WriteOutcome::Stored { seq, .. } => Some(*seq),
+                    WriteOutcome::Rejected(_) => None,
+                })
+                .collect();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{outcomes:?}");
+            // The last write of a document reports every change row it has.
+            let WriteOutcome::Stored {
+                pending_changes, ..
+            } = &outcomes[7]
+            else {
+                panic!("{outcomes:?}");
+            };
+            assert_eq!(*pending_changes, 2, "a-c1 holds two change rows");
+            let WriteOutcome::Stored {
+                pending_changes, ..
+            } = &outcomes[5]
+            else {
+                panic!("{outcomes:?}");
+            };
+            assert_eq!(*pending_changes, 3, "a-prefs holds three change rows");
+            outcomes_seen.push(
+                outcomes
+                    .iter()
+                    .map(|o| match o {
+                        WriteOutcome::Stored { .. } => "stored".to_string(),
+                        WriteOutcome::Rejected(why) => why.clone(),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            states.push(written_state(&store, &a, &b).await);
+        }
+        assert_eq!(
+            outcomes_seen[0],
+            [
+                "stored",
+                "document belongs to another user",
+                "stored",
+                "document belongs to another user",
+                "the owner no longer exists",
+                "stored",
+                "stored",
+                "stored",
+                "stored",
+                "stored",
+                "stored",
+                "stored",
+            ]
+        );
+        assert_eq!(outcomes_seen[1], outcomes_seen[0]);
+        assert_eq!(states[1], states[0]);
+        // What the projection says, spelled out once.
+        let state = &states[0];
+        assert!(
+            state
+                .iter()
+                .any(|s| s.starts_with("preferences of true: Some") && s.contains("light")),
+            "{state:#?}"
+        );
+        let enrollments = state
+            .iter()
+            .find(|s| s.starts_with("enrollments of true"))
+            .unwrap();
+        assert!(
+            enrollments.contains("Unenrolled") || enrollments.contains("unenrolled"),
+            "{enrollments}"
+        );
+    }
+);
+
+both_backends!(
+    a_group_commit_keeps_the_document_limit,
+    |backend| async move {
+        use learnsync::store::{DocWrite, WriteOutcome};
+
+        // A user one document under the limit: of two new documents in one batch the first is
+        // created, the second refused; writes to existing documents still go through.
+        let (_db, store) = open(backend).await;
+        let a = store
+            .create_user(&new_user(1, Role::Learner))
+            .await
+            .unwrap()
+            .user
+            .id;
+        let doc = |n: usize| DocWrite {
+            doc_id: format!("doc-{n}"),
+            owner_id: a.clone(),
+            kind: "other".into(),
+            course_id: None,
+            changes: vec![n as u8],
+            projection: None,
+        };
+        const LIMIT: usize = 5_000;
+        let first: Vec<DocWrite> = (0..LIMIT - 1).map(doc).collect();
+        let outcomes = store.store_writes(&first, 1).await.unwrap();
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, WriteOutcome::Stored { .. }))
+        );
+        let outcomes = store
+            .store_writes(&[doc(LIMIT - 1), doc(LIMIT), doc(0)], 2)
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcomes[0], WriteOutcome::Stored { .. }),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes[1],
+            WriteOutcome::Rejected(format!("a user may own at most {LIMIT} documents"))
+        );
+        assert!(
+            matches!(
+                outcomes[2],
+                WriteOutcome::Stored {
+                    pending_changes: 2,
+                    ..
+                }
+            ),
+            "{outcomes:?}"
+        );
+        assert_eq!(store.user_documents(&a).await.unwrap().len(), LIMIT);
+    }
+);

@@ -1108,82 +1108,192 @@ macro_rules! impl_store {
             }
 
             async fn store_writes(&self, writes: &[DocWrite], now: i64) -> StoreResult<Vec<WriteOutcome>> {
+                // A fixed number of statements per group commit, whatever its size: a round
+                // trip per write (the update, the change row, the projection) cost more than
+                // the rows themselves, and the writer's commit is the server's narrowest pipe.
+                if writes.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
-                let mut outcomes = Vec::with_capacity(writes.len());
-                let mut notes = Vec::new();
-                for w in writes {
-                    // The common case in one statement: the document exists and is the writer's
-                    // (the update locks its row, as the compactor expects).
-                    let mut pending = count_write(&mut tx, w, now).await?;
-                    if pending.is_none() {
-                        let owner: Option<String> = sqlx::query(&format!("SELECT owner_id FROM documents WHERE id = $1 {}", Self::FOR_UPDATE))
-                            .bind(&w.doc_id)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(map_err)?
-                            .map(|r| r.try_get("owner_id"))
-                            .transpose()?;
-                        match owner {
-                            Some(owner) if owner != w.owner_id => {
-                                outcomes.push(WriteOutcome::Rejected("document belongs to another user".into()));
-                                continue;
+                // The batch per (document, writer): the rows and bytes it appends, first-seen order.
+                let mut groups: Vec<WriteGroup> = Vec::new();
+                let mut group_of: Vec<usize> = Vec::with_capacity(writes.len());
+                {
+                    let mut index: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+                    for w in writes {
+                        let g = *index.entry((w.doc_id.as_str(), w.owner_id.as_str())).or_insert_with(|| {
+                            groups.push(WriteGroup { write: w, rows: 0, bytes: 0, pending: None, rejected: None });
+                            groups.len() - 1
+                        });
+                        groups[g].rows += 1;
+                        groups[g].bytes += w.changes.len() as i64;
+                        group_of.push(g);
+                    }
+                }
+
+                // 1. The common case in one statement: the document exists and is the writer's
+                //    (the update locks its row, as the compactor expects).
+                let all: Vec<usize> = (0..groups.len()).collect();
+                count_writes(&mut tx, &mut groups, &all, now).await?;
+
+                // 2. The rest: someone else's document, or a new one.
+                let rest: Vec<usize> = (0..groups.len()).filter(|&g| groups[g].pending.is_none()).collect();
+                if !rest.is_empty() {
+                    let mut owners: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+                    let ids: Vec<&str> = rest.iter().map(|&g| groups[g].write.doc_id.as_str()).collect();
+                    for chunk in ids.chunks(BIND_CHUNK) {
+                        let mut qb = QueryBuilder::<$db>::new("SELECT id, owner_id FROM documents WHERE id IN (");
+                        let mut list = qb.separated(", ");
+                        for id in chunk {
+                            list.push_bind(id.to_string());
+                        }
+                        qb.push(") ").push(Self::FOR_UPDATE);
+                        for r in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
+                            owners.insert(r.try_get("id")?, r.try_get("owner_id")?);
+                        }
+                    }
+                    // A new document belongs to the first writer of the batch to name it.
+                    let mut creators: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+                    let mut create: Vec<usize> = Vec::new();
+                    for &g in &rest {
+                        let w = groups[g].write;
+                        match owners.get(&w.doc_id) {
+                            Some(_) => groups[g].rejected = Some("document belongs to another user".into()),
+                            None => match creators.get(w.doc_id.as_str()) {
+                                Some(owner) if *owner != w.owner_id => {
+                                    groups[g].rejected = Some("document belongs to another user".into());
+                                }
+                                _ => {
+                                    creators.insert(&w.doc_id, &w.owner_id);
+                                    create.push(g);
+                                }
+                            },
+                        }
+                    }
+                    // The creators must exist and stay under their document limit.
+                    let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+                    let creator_ids: Vec<String> = create
+                        .iter()
+                        .map(|&g| groups[g].write.owner_id.clone())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    for chunk in creator_ids.chunks(BIND_CHUNK) {
+                        let mut qb = QueryBuilder::<$db>::new(
+                            "SELECT id, (SELECT COUNT(*) FROM documents WHERE documents.owner_id = users.id) AS n FROM users WHERE id IN (",
+                        );
+                        let mut list = qb.separated(", ");
+                        for id in chunk {
+                            list.push_bind(id.clone());
+                        }
+                        qb.push(")");
+                        for r in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
+                            counts.insert(r.try_get("id")?, r.try_get("n")?);
+                        }
+                    }
+                    let mut insert: Vec<usize> = Vec::new();
+                    for g in create {
+                        let owner = &groups[g].write.owner_id;
+                        match counts.get_mut(owner) {
+                            None => groups[g].rejected = Some("the owner no longer exists".into()),
+                            Some(n) if *n >= MAX_DOCS_PER_USER => {
+                                groups[g].rejected = Some(format!("a user may own at most {MAX_DOCS_PER_USER} documents"));
                             }
-                            Some(_) => {}
-                            None => {
-                                let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM documents WHERE owner_id = $1")
-                                    .bind(&w.owner_id)
-                                    .fetch_one(&mut *tx)
-                                    .await
-                                    .map_err(map_err)?
-                                    .try_get("n")?;
-                                if count >= MAX_DOCS_PER_USER {
-                                    outcomes.push(WriteOutcome::Rejected(format!("a user may own at most {MAX_DOCS_PER_USER} documents")));
-                                    continue;
-                                }
-                                let exists_user = sqlx::query("SELECT 1 AS one FROM users WHERE id = $1")
-                                    .bind(&w.owner_id)
-                                    .fetch_optional(&mut *tx)
-                                    .await
-                                    .map_err(map_err)?
-                                    .is_some();
-                                if !exists_user {
-                                    outcomes.push(WriteOutcome::Rejected("the owner no longer exists".into()));
-                                    continue;
-                                }
-                                sqlx::query(
-                                    "INSERT INTO documents (id, owner_id, kind, course_id, change_count, byte_size, created_at, updated_at) \
-                                     VALUES ($1, $2, $3, $4, 0, 0, $5, $5) ON CONFLICT (id) DO NOTHING",
-                                )
-                                .bind(&w.doc_id)
-                                .bind(&w.owner_id)
-                                .bind(&w.kind)
-                                .bind(&w.course_id)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(map_err)?;
+                            Some(n) => {
+                                *n += 1;
+                                insert.push(g);
                             }
                         }
-                        pending = count_write(&mut tx, w, now).await?;
                     }
-                    let Some(pending) = pending else {
-                        // Created by someone else between our look and our insert.
-                        outcomes.push(WriteOutcome::Rejected("document belongs to another user".into()));
-                        continue;
-                    };
-                    let seq: i64 = sqlx::query("INSERT INTO document_changes (doc_id, data, created_at) VALUES ($1, $2, $3) RETURNING seq")
-                        .bind(&w.doc_id)
-                        .bind(&w.changes)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(map_err)?
-                        .try_get("seq")?;
-                    if let Some(p) = &w.projection {
-                        write_projection(&mut tx, &w.owner_id, p, now).await?;
+                    // Created with their counts; a document another transaction created
+                    // meanwhile is counted like any other (or refused if it is not the writer's).
+                    let mut raced: Vec<usize> = Vec::new();
+                    for chunk in insert.chunks(BIND_CHUNK / 8) {
+                        let mut qb = QueryBuilder::<$db>::new(
+                            "INSERT INTO documents (id, owner_id, kind, course_id, change_count, byte_size, created_at, updated_at) ",
+                        );
+                        qb.push_values(chunk, |mut b, &g| {
+                            let group = &groups[g];
+                            b.push_bind(group.write.doc_id.clone())
+                                .push_bind(group.write.owner_id.clone())
+                                .push_bind(group.write.kind.clone())
+                                .push_bind(group.write.course_id.clone())
+                                .push_bind(group.rows)
+                                .push_bind(group.bytes)
+                                .push_bind(now)
+                                .push_bind(now);
+                        });
+                        qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+                        let mut created = std::collections::HashSet::new();
+                        for r in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
+                            created.insert(r.try_get::<String, _>("id")?);
+                        }
+                        for &g in chunk {
+                            if created.contains(&groups[g].write.doc_id) {
+                                groups[g].pending = Some(groups[g].rows);
+                            } else {
+                                raced.push(g);
+                            }
+                        }
                     }
-                    notes.push((w.doc_id.clone(), seq, if w.changes.len() <= MAX_NOTIFY_CHANGE_BYTES { Some(&w.changes) } else { None }));
-                    outcomes.push(WriteOutcome::Stored { seq, pending_changes: pending });
+                    if !raced.is_empty() {
+                        count_writes(&mut tx, &mut groups, &raced, now).await?;
+                        for g in raced {
+                            if groups[g].pending.is_none() {
+                                groups[g].rejected = Some("document belongs to another user".into());
+                            }
+                        }
+                    }
+                }
+
+                // 3. The change rows of every accepted write, in batch order.
+                let accepted: Vec<usize> = (0..writes.len()).filter(|&i| groups[group_of[i]].pending.is_some()).collect();
+                let mut seqs: std::collections::HashMap<String, std::collections::VecDeque<i64>> = std::collections::HashMap::new();
+                for chunk in accepted.chunks(BIND_CHUNK / 3) {
+                    let mut qb = QueryBuilder::<$db>::new("INSERT INTO document_changes (doc_id, data, created_at) ");
+                    qb.push_values(chunk, |mut b, &i| {
+                        b.push_bind(writes[i].doc_id.clone())
+                            .push_bind(writes[i].changes.clone())
+                            .push_bind(now);
+                    });
+                    qb.push(" RETURNING seq, doc_id");
+                    let mut returned: Vec<(String, i64)> = Vec::with_capacity(chunk.len());
+                    for r in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
+                        returned.push((r.try_get("doc_id")?, r.try_get("seq")?));
+                    }
+                    // Neither database promises RETURNING's order; sequence numbers rise in
+                    // insertion order, so a document's writes take its numbers in order.
+                    returned.sort_by_key(|(_, seq)| *seq);
+                    for (doc, seq) in returned {
+                        seqs.entry(doc).or_default().push_back(seq);
+                    }
+                }
+
+                // 4. The projection rows, the last of each row's writes winning (each row's
+                //    columns depend only on its newest values and its stored row, so applying
+                //    the last equals applying all in order).
+                let projections: Vec<(&str, &Projection)> = accepted
+                    .iter()
+                    .filter_map(|&i| writes[i].projection.as_ref().map(|p| (writes[i].owner_id.as_str(), p)))
+                    .collect();
+                write_projections(&mut tx, &projections, now).await?;
+
+                let mut outcomes = Vec::with_capacity(writes.len());
+                let mut notes = Vec::new();
+                for (i, w) in writes.iter().enumerate() {
+                    let group = &groups[group_of[i]];
+                    match (group.pending, &group.rejected) {
+                        (Some(pending), _) => {
+                            let seq = seqs
+                                .get_mut(&w.doc_id)
+                                .and_then(|q| q.pop_front())
+                                .ok_or_else(|| StoreError::Corrupt(format!("no change row returned for {}", w.doc_id)))?;
+                            notes.push((w.doc_id.clone(), seq, if w.changes.len() <= MAX_NOTIFY_CHANGE_BYTES { Some(&w.changes) } else { None }));
+                            outcomes.push(WriteOutcome::Stored { seq, pending_changes: pending });
+                        }
+                        (None, Some(why)) => outcomes.push(WriteOutcome::Rejected(why.clone())),
+                        (None, None) => outcomes.push(WriteOutcome::Rejected("document belongs to another user".into())),
+                    }
                 }
                 self.notify(&mut tx, &notes).await?;
                 tx.commit().await.map_err(map_err)?;
@@ -1442,105 +1552,159 @@ macro_rules! impl_store {
             })
         }
 
-        /// Counts one write's change row against its document, if the document exists and
-        /// belongs to the writer; `None` otherwise. Returns the change rows waiting for
-        /// compaction.
-        async fn count_write(
-            tx: &mut sqlx::Transaction<'_, $db>,
-            w: &DocWrite,
-            now: i64,
-        ) -> StoreResult<Option<i64>> {
-            sqlx::query(
-                "UPDATE documents SET change_count = change_count + 1, byte_size = byte_size + $2, updated_at = $3, \
-                 kind = CASE WHEN kind = 'other' THEN $4 ELSE kind END, course_id = COALESCE(course_id, $5) \
-                 WHERE id = $1 AND owner_id = $6 RETURNING change_count",
-            )
-            .bind(&w.doc_id)
-            .bind(w.changes.len() as i64)
-            .bind(now)
-            .bind(&w.kind)
-            .bind(&w.course_id)
-            .bind(&w.owner_id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(map_err)?
-            .map(|r| r.try_get("change_count"))
-            .transpose()
-            .map_err(Into::into)
+        /// Most bind parameters in one statement, well under both databases' limits.
+        const BIND_CHUNK: usize = 3_000;
+
+        /// The writes of one group commit to one document by one writer.
+        struct WriteGroup<'a> {
+            /// The first of them (document, owner, kind, course).
+            write: &'a DocWrite,
+            /// How many change rows they append.
+            rows: i64,
+            /// How many bytes of changes they append.
+            bytes: i64,
+            /// Change rows now waiting for compaction, once counted.
+            pending: Option<i64>,
+            /// Why they were refused.
+            rejected: Option<String>,
         }
 
-        /// Writes the projection rows of one document change, inside the write's transaction.
-        async fn write_projection(
+        /// Counts the groups `which` against their documents, in one statement per chunk, where
+        /// the document exists and belongs to the writer; sets their `pending`.
+        async fn count_writes(
             tx: &mut sqlx::Transaction<'_, $db>,
-            owner: &str,
-            projection: &Projection,
+            groups: &mut [WriteGroup<'_>],
+            which: &[usize],
             now: i64,
         ) -> StoreResult<()> {
-            match projection {
-                Projection::Preferences(p) => {
-                    let settings = serde_json::to_string(&p.settings).unwrap_or_else(|_| "{}".into());
-                    sqlx::query(
-                        "INSERT INTO user_preferences (user_id, theme, language, settings, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (user_id) DO UPDATE SET theme = excluded.theme, language = excluded.language, \
-                         settings = excluded.settings, updated_at = excluded.updated_at",
-                    )
-                    .bind(owner)
-                    .bind(&p.theme)
-                    .bind(&p.language)
-                    .bind(settings)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(map_err)?;
+            for chunk in which.chunks(BIND_CHUNK / 6) {
+                let mut qb = QueryBuilder::<$db>::new("UPDATE documents SET change_count = change_count + v.column3, byte_size = byte_size + v.column4, ");
+                qb.push("updated_at = ").push_bind(now).push(
+                    ", kind = CASE WHEN kind = 'other' THEN v.column5 ELSE kind END, course_id = COALESCE(course_id, v.column6) FROM (",
+                );
+                qb.push_values(chunk, |mut b, &g| {
+                    let group = &groups[g];
+                    b.push_bind(group.write.doc_id.clone())
+                        .push_bind(group.write.owner_id.clone())
+                        .push_bind(group.rows)
+                        .push_bind(group.bytes)
+                        .push_bind(group.write.kind.clone())
+                        .push_bind(group.write.course_id.clone());
+                });
+                qb.push(") AS v WHERE documents.id = v.column1 AND documents.owner_id = v.column2 RETURNING id, owner_id, change_count");
+                let mut counted: std::collections::HashMap<(String, String), i64> = std::collections::HashMap::new();
+                for r in qb.build().fetch_all(&mut **tx).await.map_err(map_err)? {
+                    counted.insert((r.try_get("id")?, r.try_get("owner_id")?), r.try_get("change_count")?);
                 }
-                Projection::Learning(rows) => {
-                    for r in rows {
-                        sqlx::query(
-                            "INSERT INTO enrollments (user_id, course_id, doc_status, status, enrolled_at, updated_at) \
-                             VALUES ($1, $2, $3, $3, $4, $5) \
-                             ON CONFLICT (user_id, course_id) DO UPDATE SET doc_status = excluded.doc_status, \
-                             enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at, \
-                             status = CASE WHEN excluded.doc_status = 'unenrolled' THEN 'unenrolled' \
-                                           WHEN enrollments.progress >= 100 THEN 'completed' ELSE 'active' END",
-                        )
-                        .bind(owner)
-                        .bind(&r.course_id)
-                        .bind(r.status.as_str())
-                        .bind(r.enrolled_at)
-                        .bind(now)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(map_err)?;
+                for &g in chunk {
+                    let key = (groups[g].write.doc_id.clone(), groups[g].write.owner_id.clone());
+                    if let Some(n) = counted.get(&key) {
+                        groups[g].pending = Some(*n);
                     }
                 }
-                Projection::Course(r) => {
-                    let lessons = serde_json::to_string(&r.completed_lessons).unwrap_or_else(|_| "[]".into());
-                    sqlx::query(
-                        "INSERT INTO enrollments (user_id, course_id, doc_status, status, progress, completed_lessons, \
-                         completed_count, time_spent_secs, last_activity, attempt, completed_at, updated_at) \
-                         VALUES ($1, $2, 'active', CASE WHEN $3 >= 100 THEN 'completed' ELSE 'active' END, $3, $4, $5, $6, $7, $8, \
-                                 CASE WHEN $3 >= 100 THEN $9 END, $9) \
-                         ON CONFLICT (user_id, course_id) DO UPDATE SET progress = excluded.progress, \
-                         completed_lessons = excluded.completed_lessons, completed_count = excluded.completed_count, \
-                         time_spent_secs = excluded.time_spent_secs, last_activity = excluded.last_activity, \
-                         attempt = excluded.attempt, updated_at = excluded.updated_at, \
-                         completed_at = CASE WHEN excluded.progress >= 100 THEN COALESCE(enrollments.completed_at, excluded.updated_at) END, \
-                         status = CASE WHEN enrollments.doc_status = 'unenrolled' THEN 'unenrolled' \
-                                       WHEN excluded.progress >= 100 THEN 'completed' ELSE 'active' END",
-                    )
-                    .bind(owner)
-                    .bind(&r.course_id)
-                    .bind(r.progress)
-                    .bind(lessons)
-                    .bind(r.completed_lessons.len() as i64)
-                    .bind(r.time_spent_secs)
-                    .bind(r.last_activity)
-                    .bind(i64::from(r.attempt))
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(map_err)?;
+            }
+            Ok(())
+        }
+
+        /// Writes the projection rows of a group commit's changes, inside its transaction:
+        /// one statement per table (and chunk), the last write of each row winning.
+        async fn write_projections(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            projections: &[(&str, &Projection)],
+            now: i64,
+        ) -> StoreResult<()> {
+            use sync_core::docs::projection::{CourseProgressRow, EnrollmentStatusRow, PreferencesRow};
+            let mut prefs: Vec<(&str, &PreferencesRow)> = Vec::new();
+            let mut statuses: Vec<(&str, &EnrollmentStatusRow)> = Vec::new();
+            let mut progress: Vec<(&str, &CourseProgressRow)> = Vec::new();
+            // Newest first, keeping the first seen of each row: the last write wins.
+            let mut seen_prefs = std::collections::HashSet::new();
+            let mut seen_status = std::collections::HashSet::new();
+            let mut seen_progress = std::collections::HashSet::new();
+            for (owner, p) in projections.iter().rev() {
+                match p {
+                    Projection::Preferences(row) => {
+                        if seen_prefs.insert(*owner) {
+                            prefs.push((owner, row));
+                        }
+                    }
+                    Projection::Learning(rows) => {
+                        for row in rows.iter().rev() {
+                            if seen_status.insert((*owner, row.course_id.as_str())) {
+                                statuses.push((owner, row));
+                            }
+                        }
+                    }
+                    Projection::Course(row) => {
+                        if seen_progress.insert((*owner, row.course_id.as_str())) {
+                            progress.push((owner, row));
+                        }
+                    }
                 }
+            }
+            for chunk in prefs.chunks(BIND_CHUNK / 5) {
+                let mut qb = QueryBuilder::<$db>::new("INSERT INTO user_preferences (user_id, theme, language, settings, updated_at) ");
+                qb.push_values(chunk, |mut b, (owner, p)| {
+                    b.push_bind(owner.to_string())
+                        .push_bind(p.theme.clone())
+                        .push_bind(p.language.clone())
+                        .push_bind(serde_json::to_string(&p.settings).unwrap_or_else(|_| "{}".into()))
+                        .push_bind(now);
+                });
+                qb.push(
+                    " ON CONFLICT (user_id) DO UPDATE SET theme = excluded.theme, language = excluded.language, \
+                     settings = excluded.settings, updated_at = excluded.updated_at",
+                );
+                qb.build().execute(&mut **tx).await.map_err(map_err)?;
+            }
+            for chunk in statuses.chunks(BIND_CHUNK / 6) {
+                let mut qb = QueryBuilder::<$db>::new("INSERT INTO enrollments (user_id, course_id, doc_status, status, enrolled_at, updated_at) ");
+                qb.push_values(chunk, |mut b, (owner, r)| {
+                    b.push_bind(owner.to_string())
+                        .push_bind(r.course_id.clone())
+                        .push_bind(r.status.as_str())
+                        .push_bind(r.status.as_str())
+                        .push_bind(r.enrolled_at)
+                        .push_bind(now);
+                });
+                qb.push(
+                    " ON CONFLICT (user_id, course_id) DO UPDATE SET doc_status = excluded.doc_status, \
+                     enrolled_at = excluded.enrolled_at, updated_at = excluded.updated_at, \
+                     status = CASE WHEN excluded.doc_status = 'unenrolled' THEN 'unenrolled' \
+                                   WHEN enrollments.progress >= 100 THEN 'completed' ELSE 'active' END",
+                );
+                qb.build().execute(&mut **tx).await.map_err(map_err)?;
+            }
+            for chunk in progress.chunks(BIND_CHUNK / 12) {
+                let mut qb = QueryBuilder::<$db>::new(
+                    "INSERT INTO enrollments (user_id, course_id, doc_status, status, progress, completed_lessons, \
+                     completed_count, time_spent_secs, last_activity, attempt, completed_at, updated_at) ",
+                );
+                qb.push_values(chunk, |mut b, (owner, r)| {
+                    let done = r.progress >= 100.0;
+                    b.push_bind(owner.to_string())
+                        .push_bind(r.course_id.clone())
+                        .push_bind("active")
+                        .push_bind(if done { "completed" } else { "active" })
+                        .push_bind(r.progress)
+                        .push_bind(serde_json::to_string(&r.completed_lessons).unwrap_or_else(|_| "[]".into()))
+                        .push_bind(r.completed_lessons.len() as i64)
+                        .push_bind(r.time_spent_secs)
+                        .push_bind(r.last_activity)
+                        .push_bind(i64::from(r.attempt))
+                        .push_bind(if done { Some(now) } else { None })
+                        .push_bind(now);
+                });
+                qb.push(
+                    " ON CONFLICT (user_id, course_id) DO UPDATE SET progress = excluded.progress, \
+                     completed_lessons = excluded.completed_lessons, completed_count = excluded.completed_count, \
+                     time_spent_secs = excluded.time_spent_secs, last_activity = excluded.last_activity, \
+                     attempt = excluded.attempt, updated_at = excluded.updated_at, \
+                     completed_at = CASE WHEN excluded.progress >= 100 THEN COALESCE(enrollments.completed_at, excluded.updated_at) END, \
+                     status = CASE WHEN enrollments.doc_status = 'unenrolled' THEN 'unenrolled' \
+                                   WHEN excluded.progress >= 100 THEN 'completed' ELSE 'active' END",
+                );
+                qb.build().execute(&mut **tx).await.map_err(map_err)?;
             }
             Ok(())
         }

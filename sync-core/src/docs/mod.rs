@@ -151,6 +151,30 @@ impl From<automerge::AutomergeError> for DocError {
 /// The bytes of this change are identical on every replica (a test pins its hash), which is
 /// what lets offline devices create "the same" document independently.
 pub fn genesis(spec: &DocSpec) -> AutoCommit {
+    // Building the skeleton costs a few dozen microseconds of Automerge operations, paid for
+    // every new document (a bulk import creates thousands a second); a copy of the finished
+    // document costs a fraction of that. Per thread, so no lock; bounded by the course ids
+    // seen, and emptied when it grows past that bound.
+    const MAX_CACHED: usize = 1024;
+    thread_local! {
+        static BUILT: std::cell::RefCell<std::collections::HashMap<DocSpec, AutoCommit>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    BUILT.with(|built| {
+        let mut built = built.borrow_mut();
+        if let Some(doc) = built.get(spec) {
+            return doc.clone();
+        }
+        if built.len() >= MAX_CACHED {
+            built.clear();
+        }
+        let doc = build_genesis(spec);
+        built.insert(spec.clone(), doc.clone());
+        doc
+    })
+}
+
+fn build_genesis(spec: &DocSpec) -> AutoCommit {
     let mut doc = AutoCommit::new().with_actor(ActorId::from(GENESIS_ACTOR));
     // The operations below cannot fail on a fresh document with the root as target; should a
     // future automerge version disagree, the genesis hash test fails loudly.

@@ -769,19 +769,14 @@ impl DocEntry {
                 continue;
             }
             let mut fork = doc.fork();
-            fork.set_actor(ActorId::from(ctx.config.actor));
             if fork.get_heads().is_empty()
                 && let Some(spec) = &pending.create
             {
-                let mut genesis = docs::genesis(spec);
-                if let Err(e) = fork.merge(&mut genesis) {
-                    ctx.outputs.push_back(Output::EditDone {
-                        token: pending.token,
-                        result: Err(EditError::Doc(e.into())),
-                    });
-                    continue;
-                }
+                // An empty document plus its genesis is the genesis: start from it instead of
+                // merging it in (the merge cost as much as building it).
+                fork = docs::genesis(spec);
             }
+            fork.set_actor(ActorId::from(ctx.config.actor));
             let base = doc.get_heads();
             match (pending.edit)(&mut fork) {
                 Err(e) => {

@@ -1910,3 +1910,98 @@ both_backends!(
         assert_eq!(store.user_documents(&a).await.unwrap().len(), LIMIT);
     }
 );
+
+both_backends!(
+    loading_documents_together_equals_loading_each,
+    |backend| async move {
+        use learnsync::store::{DocWrite, SyncStateRow};
+
+        // A shard loads a pass's documents in one statement: each must come back as its own
+        // load would return it (snapshot and change rows in order, sync states, absent ones
+        // absent), in the order asked, whatever else is in the batch.
+        let (_db, store) = open(backend).await;
+        let a = store
+            .create_user(&new_user(1, Role::Learner))
+            .await
+            .unwrap()
+            .user
+            .id;
+        let b = store
+            .create_user(&new_user(2, Role::Learner))
+            .await
+            .unwrap()
+            .user
+            .id;
+        let write = |owner: &str, doc: &str, n: u8| DocWrite {
+            doc_id: doc.into(),
+            owner_id: owner.into(),
+            kind: "other".into(),
+            course_id: None,
+            changes: vec![n; 3],
+            projection: None,
+        };
+        store
+            .store_writes(
+                &[
+                    write(&a, "d1", 1),
+                    write(&b, "d2", 2),
+                    write(&a, "d1", 3),
+                    write(&a, "d3", 4),
+                ],
+                1,
+            )
+            .await
+            .unwrap();
+        store.store_writes(&[write(&a, "d3", 5)], 2).await.unwrap();
+        store
+            .save_sync_states(
+                &[
+                    SyncStateRow {
+                        doc_id: "d1".into(),
+                        storage_id: "p1".into(),
+                        state: vec![7],
+                    },
+                    SyncStateRow {
+                        doc_id: "d1".into(),
+                        storage_id: "p2".into(),
+                        state: vec![8],
+                    },
+                    SyncStateRow {
+                        doc_id: "d2".into(),
+                        storage_id: "p1".into(),
+                        state: vec![9],
+                    },
+                ],
+                3,
+            )
+            .await
+            .unwrap();
+        let ids: Vec<String> = ["d3", "missing", "d1", "d2", "d1"]
+            .map(String::from)
+            .to_vec();
+        let together = store.load_documents(&ids).await.unwrap();
+        assert_eq!(together.len(), ids.len());
+        let describe = |d: &Option<learnsync::store::StoredDocument>| {
+            d.as_ref().map(|d| {
+                let mut states = d.sync_states.clone();
+                states.sort();
+                (d.owner_id == a, d.kind.clone(), d.chunks.clone(), states)
+            })
+        };
+        for (id, got) in ids.iter().zip(&together) {
+            let alone = store.load_document(id).await.unwrap();
+            assert_eq!(describe(got), describe(&alone), "{id}");
+        }
+        assert!(together[1].is_none());
+        assert_eq!(
+            together[0].as_ref().unwrap().chunks,
+            vec![vec![4; 3], vec![5; 3]]
+        );
+        assert_eq!(
+            together[2].as_ref().unwrap().chunks,
+            vec![vec![1; 3], vec![3; 3]]
+        );
+        assert_eq!(together[2].as_ref().unwrap().sync_states.len(), 2);
+        assert!(store.load_documents(&[]).await.unwrap().is_empty());
+    }
+);

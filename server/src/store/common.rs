@@ -335,6 +335,76 @@ macro_rules! impl_store {
                 Ok((user, inserted))
             }
 
+            async fn users_by_legacy_ids(&self, legacy_ids: &[String]) -> StoreResult<Vec<UserRecord>> {
+                let mut found = Vec::new();
+                for chunk in legacy_ids.chunks(500) {
+                    let mut qb = QueryBuilder::<$db>::new(format!("SELECT {USER_COLS} FROM users WHERE legacy_id IN ("));
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    for row in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
+                        found.push(user_row(&row)?);
+                    }
+                }
+                Ok(found)
+            }
+
+            async fn ensure_legacy_users(&self, new: &[NewUser]) -> StoreResult<Vec<(UserRecord, bool)>> {
+                if new.iter().any(|n| n.legacy_id.is_none()) {
+                    return Err(StoreError::Invalid("placeholder users need a legacy id".into()));
+                }
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let mut created = std::collections::HashSet::new();
+                let mut records = std::collections::HashMap::new();
+                for chunk in new.chunks(BIND_CHUNK / 6) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO users (id, email, display_name, password_hash, role, legacy_id, doc_seed, \
+                         sync_epoch, disabled, created_at, updated_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, n| {
+                        b.push_bind(n.id.clone())
+                            .push("NULL")
+                            .push_bind(n.display_name.clone())
+                            .push("NULL")
+                            .push_bind(n.role.as_str())
+                            .push_bind(n.legacy_id.clone())
+                            .push_bind(n.doc_seed.to_vec())
+                            .push("0")
+                            .push("FALSE")
+                            .push_bind(n.now)
+                            .push_bind(n.now);
+                    });
+                    qb.push(" ON CONFLICT (legacy_id) DO NOTHING RETURNING id");
+                    for row in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
+                        created.insert(row.try_get::<String, _>("id")?);
+                    }
+                    let mut qb = QueryBuilder::<$db>::new(format!("SELECT {USER_COLS} FROM users WHERE legacy_id IN ("));
+                    let mut list = qb.separated(", ");
+                    for n in chunk {
+                        list.push_bind(n.legacy_id.clone());
+                    }
+                    qb.push(")");
+                    for row in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
+                        let user = user_row(&row)?;
+                        records.insert(user.user.legacy_id.clone().unwrap_or_default(), user);
+                    }
+                }
+                tx.commit().await.map_err(map_err)?;
+                new.iter()
+                    .map(|n| {
+                        let legacy = n.legacy_id.clone().unwrap_or_default();
+                        let user = records
+                            .get(&legacy)
+                            .cloned()
+                            .ok_or_else(|| StoreError::Corrupt("placeholder user vanished".into()))?;
+                        let was_created = created.contains(&user.user.id);
+                        Ok((user, was_created))
+                    })
+                    .collect()
+            }
+
             async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<UserRecord>> {
                 let limit = page_size(query.limit);
                 let mut qb = QueryBuilder::<$db>::new(format!("SELECT {USER_COLS} FROM users WHERE 1 = 1"));
@@ -1063,48 +1133,67 @@ macro_rules! impl_store {
             }
 
             async fn load_document(&self, id: &str) -> StoreResult<Option<StoredDocument>> {
-                // One statement, so one snapshot of the database: read apart, a compaction
-                // committing between the snapshot and the change rows would hide the changes
-                // it folded (the old snapshot lacks them, their rows are gone), and the hub
-                // would reload a document missing changes it had acknowledged.
-                let rows = sqlx::query(
-                    "SELECT CAST(0 AS BIGINT) AS part, CAST(0 AS BIGINT) AS seq, owner_id, kind, course_id, snapshot AS data \
-                       FROM documents WHERE id = $1 \
-                     UNION ALL \
-                     SELECT CAST(1 AS BIGINT), seq, NULL, NULL, NULL, data \
-                       FROM document_changes WHERE doc_id = $1 \
-                     ORDER BY part, seq",
-                )
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?;
-                let doc = match rows.first() {
-                    Some(r) if r.try_get::<i64, _>("part")? == 0 => r,
-                    // No document row (change rows cannot outlive it: foreign key).
-                    _ => return Ok(None),
-                };
-                let mut chunks = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    if let Some(data) = r.try_get::<Option<Vec<u8>>, _>("data")? {
-                        chunks.push(data);
+                Ok(self.load_documents(&[id.to_string()]).await?.pop().flatten())
+            }
+
+            async fn load_documents(&self, ids: &[String]) -> StoreResult<Vec<Option<StoredDocument>>> {
+                let mut found: std::collections::HashMap<String, StoredDocument> = std::collections::HashMap::new();
+                for chunk in ids.chunks(BIND_CHUNK / 2) {
+                    // One statement, so one snapshot of the database: read apart, a compaction
+                    // committing between the snapshot and the change rows would hide the
+                    // changes it folded (the old snapshot lacks them, their rows are gone), and
+                    // the hub would reload a document missing changes it had acknowledged.
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "SELECT CAST(0 AS BIGINT) AS part, CAST(0 AS BIGINT) AS seq, id AS doc, owner_id, kind, course_id, snapshot AS data \
+                           FROM documents WHERE id IN (",
+                    );
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    qb.push(
+                        ") UNION ALL \
+                         SELECT CAST(1 AS BIGINT), seq, doc_id, NULL, NULL, NULL, data \
+                           FROM document_changes WHERE doc_id IN (",
+                    );
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    qb.push(") ORDER BY part, seq");
+                    for r in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
+                        let doc: String = r.try_get("doc")?;
+                        let data: Option<Vec<u8>> = r.try_get("data")?;
+                        if r.try_get::<i64, _>("part")? == 0 {
+                            found.insert(doc, StoredDocument {
+                                owner_id: r.try_get("owner_id")?,
+                                kind: r.try_get("kind")?,
+                                course_id: r.try_get("course_id")?,
+                                chunks: data.into_iter().collect(),
+                                sync_states: Vec::new(),
+                            });
+                        } else if let (Some(stored), Some(data)) = (found.get_mut(&doc), data) {
+                            // (Change rows cannot outlive their document: foreign key.)
+                            stored.chunks.push(data);
+                        }
                     }
                 }
-                let states = sqlx::query("SELECT peer_storage_id, state FROM sync_states WHERE doc_id = $1")
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(map_err)?;
-                Ok(Some(StoredDocument {
-                    owner_id: doc.try_get("owner_id")?,
-                    kind: doc.try_get("kind")?,
-                    course_id: doc.try_get("course_id")?,
-                    chunks,
-                    sync_states: states
-                        .iter()
-                        .map(|r| Ok((r.try_get("peer_storage_id")?, r.try_get("state")?)))
-                        .collect::<StoreResult<Vec<_>>>()?,
-                }))
+                let present: Vec<String> = found.keys().cloned().collect();
+                for chunk in present.chunks(BIND_CHUNK) {
+                    let mut qb = QueryBuilder::<$db>::new("SELECT doc_id, peer_storage_id, state FROM sync_states WHERE doc_id IN (");
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    for r in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
+                        let doc: String = r.try_get("doc_id")?;
+                        if let Some(stored) = found.get_mut(&doc) {
+                            stored.sync_states.push((r.try_get("peer_storage_id")?, r.try_get("state")?));
+                        }
+                    }
+                }
+                Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
             }
 
             async fn store_writes(&self, writes: &[DocWrite], now: i64) -> StoreResult<Vec<WriteOutcome>> {

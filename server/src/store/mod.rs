@@ -507,6 +507,12 @@ pub trait Store: Send + Sync + 'static {
     /// The user with this legacy id, creating a passwordless placeholder if there is none.
     /// Returns whether it was created. Safe against concurrent imports.
     async fn ensure_legacy_user(&self, new: &NewUser) -> StoreResult<(UserRecord, bool)>;
+    /// The users with these legacy ids (those that exist), in one round trip per few hundred
+    /// ids: a bulk import looks up a whole chunk of dumps' users at once.
+    async fn users_by_legacy_ids(&self, legacy_ids: &[String]) -> StoreResult<Vec<UserRecord>>;
+    /// [`Store::ensure_legacy_user`] for many placeholders in one transaction: the user of
+    /// each legacy id, and whether this call created it. Safe against concurrent imports.
+    async fn ensure_legacy_users(&self, new: &[NewUser]) -> StoreResult<Vec<(UserRecord, bool)>>;
     /// Admin list of users, newest first.
     async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<UserRecord>>;
     /// Changes a user. `NotFound` if there is no such user; `Conflict` on a taken email.
@@ -623,6 +629,10 @@ pub trait Store: Send + Sync + 'static {
     // ---- documents (sync) -----------------------------------------------------------------
     /// A document's meta, snapshot, changes and sync states.
     async fn load_document(&self, id: &str) -> StoreResult<Option<StoredDocument>>;
+    /// [`Store::load_document`] for many documents in two statements (one when none exists),
+    /// in the order of `ids`: a shard loads everything its devices asked for in one pass
+    /// together (a reconnect storm, a bulk import's new documents).
+    async fn load_documents(&self, ids: &[String]) -> StoreResult<Vec<Option<StoredDocument>>>;
     /// Stores a batch of document writes in ONE transaction (group commit), each with its
     /// projection rows. Writes to a document owned by someone else are rejected without
     /// failing the others. On PostgreSQL the commit also notifies other instances.

@@ -21,6 +21,11 @@ use crate::store::{DocWrite, Store, StoredDocument};
 /// Loads allowed at once per shard (a reconnect storm must not exhaust the pool).
 const MAX_CONCURRENT_LOADS: usize = 16;
 
+/// Most documents loaded by one statement: a pass's loads go together (one round trip
+/// instead of one per document), in batches small enough that one slow document does not
+/// hold many others back.
+const LOAD_BATCH: usize = 64;
+
 /// Most inputs taken from the inbox before the outputs they caused are carried out.
 const MAX_INPUTS_PER_PASS: usize = 1024;
 
@@ -191,6 +196,12 @@ impl Shard {
     }
 
     fn drain(&mut self) {
+        let mut loads: Vec<(sync_core::hub::TaskId, DocumentId)> = Vec::new();
+        self.drain_into(&mut loads);
+        self.load(loads);
+    }
+
+    fn drain_into(&mut self, loads: &mut Vec<(sync_core::hub::TaskId, DocumentId)>) {
         while let Some(output) = self.hub.poll_output() {
             match output {
                 Output::Send { conn, message } => {
@@ -210,7 +221,7 @@ impl Shard {
                         h.kill.cancel();
                     }
                 }
-                Output::Load { task, doc } => self.load(task, doc),
+                Output::Load { task, doc } => loads.push((task, doc)),
                 Output::Store { task, write } => {
                     let Some(owner) = write.meta.owner.clone() else {
                         let _ = self.inbox_tx.send(ShardInput::Stored {
@@ -303,22 +314,35 @@ impl Shard {
         }
     }
 
-    fn load(&self, task: sync_core::hub::TaskId, doc: DocumentId) {
-        let store = self.store.clone();
-        let reply = self.inbox_tx.clone();
-        let permits = self.loads.clone();
-        tokio::spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let result = match store.load_document(&doc.to_string()).await {
-                Ok(found) => Ok(found.map(to_stored_doc)),
-                Err(e) if e.is_unavailable() => Err(StorageFailure::Unavailable(e.to_string())),
-                Err(e) => {
-                    tracing::error!(error = %e, doc = %doc, "document load failed");
-                    Err(StorageFailure::Unavailable(e.to_string()))
+    /// Loads the documents a pass asked for, [`LOAD_BATCH`] per statement.
+    fn load(&self, loads: Vec<(sync_core::hub::TaskId, DocumentId)>) {
+        for batch in loads.chunks(LOAD_BATCH) {
+            let batch = batch.to_vec();
+            let store = self.store.clone();
+            let reply = self.inbox_tx.clone();
+            let permits = self.loads.clone();
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let ids: Vec<String> = batch.iter().map(|(_, doc)| doc.to_string()).collect();
+                match store.load_documents(&ids).await {
+                    Ok(found) => {
+                        for ((task, _), found) in batch.into_iter().zip(found) {
+                            let result = Ok(found.map(to_stored_doc));
+                            let _ = reply.send(ShardInput::Loaded { task, result });
+                        }
+                    }
+                    Err(e) => {
+                        if !e.is_unavailable() {
+                            tracing::error!(error = %e, docs = ids.len(), first = %ids[0], "document load failed");
+                        }
+                        for (task, _) in batch {
+                            let result = Err(StorageFailure::Unavailable(e.to_string()));
+                            let _ = reply.send(ShardInput::Loaded { task, result });
+                        }
+                    }
                 }
-            };
-            let _ = reply.send(ShardInput::Loaded { task, result });
-        });
+            });
+        }
     }
 }
 

@@ -546,7 +546,14 @@ fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str, out: &mut 
 /// hyper's "connection closed before message completed" on a reused connection (reqwest does
 /// not expose hyper's error type; its debug form names the kind).
 fn is_stale_connection(e: &reqwest::Error) -> bool {
-    e.is_request() && format!("{e:?}").contains("IncompleteMessage")
+    // `IncompleteMessage`: the connection closed before an answer came. `BodyWrite` with a
+    // broken pipe or a reset: it closed while the request's body was still being written
+    // (the server had answered the previous request without reading its body).
+    let text = format!("{e:?}");
+    e.is_request()
+        && (text.contains("IncompleteMessage")
+            || (text.contains("BodyWrite")
+                && (text.contains("BrokenPipe") || text.contains("ConnectionReset"))))
 }
 
 #[cfg(test)]

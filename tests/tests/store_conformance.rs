@@ -1911,6 +1911,105 @@ both_backends!(
     }
 );
 
+/// PostgreSQL only: SQLite has one writer, so no other commit lands inside a group commit.
+///
+/// Two instances create the same new document for the same user (both of the user's devices
+/// opened it from its genesis). The other instance's insert commits after this group commit's
+/// first statement read the documents, and before its owner look-up: the document is the
+/// writer's own and must be counted, not refused as someone else's (a refusal makes the hub
+/// answer the device `doc-unavailable`, and the device never gets in sync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_commit_counts_a_new_document_its_owner_created_elsewhere_meanwhile() {
+    use learnsync::store::{DocWrite, WriteOutcome};
+    use sqlx::Connection;
+
+    let (db, store) = open(Backend::Postgres).await;
+    let owner = store
+        .create_user(&new_user(1, Role::Learner))
+        .await
+        .unwrap()
+        .user
+        .id;
+    let write = |doc: &str| DocWrite {
+        doc_id: doc.into(),
+        owner_id: owner.clone(),
+        kind: "other".into(),
+        course_id: None,
+        changes: vec![1, 2, 3],
+        projection: None,
+    };
+    let first = store.store_writes(&[write("doc-held")], 1).await.unwrap();
+    assert!(matches!(first[0], WriteOutcome::Stored { .. }), "{first:?}");
+
+    // The other instance: holds the existing document's row (so the group commit's first
+    // statement waits with its snapshot already taken) and creates the new one.
+    let mut other = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT id FROM documents WHERE id = 'doc-held' FOR UPDATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO documents (id, owner_id, kind, course_id, change_count, byte_size, created_at, updated_at) \
+         VALUES ('doc-new', $1, 'other', NULL, 1, 3, 2, 2)",
+    )
+    .bind(&owner)
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let commit = {
+        let store = store.clone();
+        let writes = vec![write("doc-held"), write("doc-new")];
+        tokio::spawn(async move { store.store_writes(&writes, 3).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group commit never waited for the held row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let outcomes = commit.await.unwrap().unwrap();
+    assert!(
+        matches!(
+            outcomes[0],
+            WriteOutcome::Stored {
+                pending_changes: 2,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(
+            outcomes[1],
+            WriteOutcome::Stored {
+                pending_changes: 2,
+                ..
+            }
+        ),
+        "the owner's own document, created elsewhere meanwhile: {outcomes:?}"
+    );
+    let held = store
+        .load_document("doc-new")
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(held.owner_id, owner);
+}
+
 both_backends!(
     loading_documents_together_equals_loading_each,
     |backend| async move {

@@ -1244,9 +1244,13 @@ macro_rules! impl_store {
                     // A new document belongs to the first writer of the batch to name it.
                     let mut creators: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
                     let mut create: Vec<usize> = Vec::new();
+                    // Documents another transaction created after step 1 read (its own
+                    // snapshot); the writer's own are counted below like any other.
+                    let mut raced: Vec<usize> = Vec::new();
                     for &g in &rest {
                         let w = groups[g].write;
                         match owners.get(&w.doc_id) {
+                            Some(owner) if *owner == w.owner_id => raced.push(g),
                             Some(_) => groups[g].rejected = Some("document belongs to another user".into()),
                             None => match creators.get(w.doc_id.as_str()) {
                                 Some(owner) if *owner != w.owner_id => {
@@ -1296,7 +1300,6 @@ macro_rules! impl_store {
                     }
                     // Created with their counts; a document another transaction created
                     // meanwhile is counted like any other (or refused if it is not the writer's).
-                    let mut raced: Vec<usize> = Vec::new();
                     for chunk in insert.chunks(BIND_CHUNK / 8) {
                         let mut qb = QueryBuilder::<$db>::new(
                             "INSERT INTO documents (id, owner_id, kind, course_id, change_count, byte_size, created_at, updated_at) ",

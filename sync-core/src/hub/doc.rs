@@ -46,6 +46,9 @@ pub(crate) struct DocEntry {
     last_active: i64,
     ephemeral_seen: HashMap<(String, String), u64>,
     queue: Vec<Queued>,
+    /// When the `doc-unavailable` held back for a grace period is due (see
+    /// [`Self::check_unavailable`]).
+    unavailable_due: Option<i64>,
 }
 
 enum Life {
@@ -127,6 +130,7 @@ impl DocEntry {
             last_active: 0,
             ephemeral_seen: HashMap::new(),
             queue: Vec::new(),
+            unavailable_due: None,
         }
     }
 
@@ -356,7 +360,7 @@ impl DocEntry {
                 }
                 // The next write, or (nothing left to write) the messages owed meanwhile.
                 self.maybe_store(ctx, now);
-                self.check_unavailable(ctx);
+                self.check_unavailable(ctx, now);
             }
             Err(StorageFailure::Unavailable(why)) => {
                 if let Some((token, _, _)) = inflight.edit {
@@ -398,6 +402,9 @@ impl DocEntry {
     }
 
     pub(crate) fn tick(&mut self, ctx: &mut Ctx<'_>, now: i64) {
+        if self.unavailable_due.is_some_and(|due| now >= due) {
+            self.check_unavailable(ctx, now);
+        }
         if let Life::LoadFailed(at) = self.life
             && now >= at
         {
@@ -566,7 +573,7 @@ impl DocEntry {
             self.on_new_changes(ctx, &peer, now);
         }
         self.flush(ctx);
-        self.check_unavailable(ctx);
+        self.check_unavailable(ctx, now);
     }
 
     /// Messages of several peers (or several of one peer) that arrived together, for a document
@@ -622,7 +629,7 @@ impl DocEntry {
             self.on_new_changes(ctx, &peer, now);
         }
         self.flush(ctx);
-        self.check_unavailable(ctx);
+        self.check_unavailable(ctx, now);
     }
 
     /// Decides whether `conn` may sync this document (attaching it as a peer on its first
@@ -894,16 +901,48 @@ impl DocEntry {
 
     /// The JavaScript server's rule: `doc-unavailable` only when we have nothing and no peer is
     /// uploading the document.
-    fn check_unavailable(&mut self, ctx: &mut Ctx<'_>) {
+    ///
+    /// The JavaScript server also waits until its other peers have answered whether they have
+    /// the document. We do not ask other users' devices, but a device of the same user may be
+    /// uploading it right now: one device creates a document and another finds it at once, and
+    /// the creator's first message can reach the hub just after the finder's request (they
+    /// come over different sockets). So while another device of a requester's user is
+    /// connected, the answer waits `unavailable_grace_ms` for that upload before it goes.
+    fn check_unavailable(&mut self, ctx: &mut Ctx<'_>, now: i64) {
         let Life::Hot(doc) = &mut self.life else {
             return;
         };
-        if self.in_storage || self.dirty || self.store.is_some() || !doc.get_heads().is_empty() {
+        if self.in_storage
+            || self.dirty
+            || self.store.is_some()
+            || !doc.get_heads().is_empty()
+            || self.peers.values().any(|p| p.status == PeerStatus::Has)
+        {
+            self.unavailable_due = None;
             return;
         }
-        if self.peers.values().any(|p| p.status == PeerStatus::Has) {
+        let mut wanting = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.status == PeerStatus::Wants)
+            .map(|(c, _)| *c)
+            .peekable();
+        if wanting.peek().is_none() {
+            self.unavailable_due = None;
             return;
         }
+        match self.unavailable_due {
+            None => {
+                let grace = ctx.config.unavailable_grace_ms;
+                if grace > 0 && wanting.any(|c| ctx.has_other_device(c)) {
+                    self.unavailable_due = Some(now + grace);
+                    return;
+                }
+            }
+            Some(due) if now < due => return,
+            Some(_) => {}
+        }
+        self.unavailable_due = None;
         for (conn, p) in self.peers.iter_mut() {
             if p.status == PeerStatus::Wants {
                 p.status = PeerStatus::Unavailable;

@@ -309,6 +309,9 @@ pub struct HubConfig {
     pub min_retry_ms: i64,
     /// Longest delay between store retries (ms).
     pub max_retry_ms: i64,
+    /// How long `doc-unavailable` waits for an upload from another device of the requester's
+    /// user (ms; 0 answers at once). See `DocEntry::check_unavailable`.
+    pub unavailable_grace_ms: i64,
 }
 
 impl HubConfig {
@@ -320,6 +323,7 @@ impl HubConfig {
             max_docs_per_conn: 1_000,
             min_retry_ms: 250,
             max_retry_ms: 5_000,
+            unavailable_grace_ms: 250,
         }
     }
 }
@@ -638,6 +642,16 @@ impl<'a> Ctx<'a> {
 
     fn send(&mut self, conn: ConnId, message: HubMessage) {
         self.outputs.push_back(Output::Send { conn, message });
+    }
+
+    /// Whether another connection of `conn`'s user is connected (to this hub).
+    fn has_other_device(&self, conn: ConnId) -> bool {
+        let Some(user) = self.peer(conn).map(|p| &p.user_id) else {
+            return false;
+        };
+        self.conns
+            .iter()
+            .any(|(c, e)| *c != conn && e.peer.user_id == *user)
     }
 
     fn peer(&self, conn: ConnId) -> Option<&PeerInfo> {

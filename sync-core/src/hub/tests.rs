@@ -422,6 +422,49 @@ fn requester_is_held_while_another_peer_has_the_document() {
 }
 
 #[test]
+fn a_find_waits_briefly_for_an_upload_from_another_device_of_its_user() {
+    // The create-then-find race: b's request reaches the hub before a's first message (they
+    // travel over different sockets). b must get the document, not `doc-unavailable`.
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let mut b = Device::connect(&mut net, 2, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    b.open(id, AutoCommit::new());
+    b.push(&mut net, id);
+    drive(&mut net, &mut [&mut a, &mut b]);
+    assert!(b.unavailable.is_empty(), "answered before the grace period");
+    net.now += 100;
+    net.hub.handle_tick(net.now);
+    a.open(id, doc);
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a, &mut b]);
+    net.now += 1_000;
+    net.hub.handle_tick(net.now);
+    drive(&mut net, &mut [&mut a, &mut b]);
+    assert!(
+        b.unavailable.is_empty(),
+        "told unavailable though a uploaded it"
+    );
+    assert_eq!(b.doc(id).get_heads(), a.doc(id).get_heads());
+
+    // A document nobody uploads: the answer comes once the grace period is over.
+    let missing = DocumentId::from_bytes([7; 16]);
+    b.open(missing, AutoCommit::new());
+    b.push(&mut net, missing);
+    drive(&mut net, &mut [&mut a, &mut b]);
+    let grace = HubConfig::new([9; 16]).unavailable_grace_ms;
+    net.now += grace - 1;
+    net.hub.handle_tick(net.now);
+    drive(&mut net, &mut [&mut a, &mut b]);
+    assert!(b.unavailable.is_empty(), "answered before the grace period");
+    net.now += 1;
+    net.hub.handle_tick(net.now);
+    drive(&mut net, &mut [&mut a, &mut b]);
+    assert_eq!(b.unavailable, [missing]);
+    assert!(a.unavailable.is_empty(), "a never asked for it");
+}
+
+#[test]
 fn another_users_document_is_unavailable_and_never_leaks() {
     let mut net = Net::new();
     let mut a = Device::connect(&mut net, 1, peer(ALICE, false));

@@ -190,6 +190,7 @@ impl Importer {
         let now = now_ms();
         let mut done = 0;
         let mut last_saved = std::time::Instant::now();
+        let mut progress_save: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
         // Chunk by chunk, without a barrier between chunks: the next chunk is parsed and its
         // users prepared as soon as the dumps in flight leave room for its first dump.
         let mut chunks: Vec<Vec<DumpInput>> = Vec::new();
@@ -241,12 +242,25 @@ impl Importer {
                 total,
                 current,
             });
-            // The run list shows progress too; at most a few writes per second.
-            if last_saved.elapsed() >= std::time::Duration::from_millis(500) && done < total {
+            // The run list shows progress too; at most a few writes per second. The save runs
+            // on its own task: awaited here, it would stop this loop polling the dumps in
+            // flight, and one of them may hold the write connection it waits for (SQLite
+            // writes go through one connection).
+            if last_saved.elapsed() >= std::time::Duration::from_millis(500)
+                && done < total
+                && progress_save.as_ref().is_none_or(|s| s.is_finished())
+            {
                 run.dumps_done = done as i64;
-                self.store.save_run(&run).await?;
+                let (store, snapshot) = (self.store.clone(), run.clone());
+                progress_save = Some(tokio::spawn(async move { store.save_run(&snapshot).await }));
                 last_saved = std::time::Instant::now();
             }
+        }
+        // The last progress save must not land after the finished run.
+        if let Some(save) = progress_save
+            && let Ok(Err(e)) = save.await
+        {
+            tracing::warn!(error = %e, "import progress not saved");
         }
 
         let failed_keys = totals.count(Outcome::Failed);

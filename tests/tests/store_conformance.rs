@@ -370,6 +370,21 @@ both_backends!(api_tokens_lifecycle, |backend| async move {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].last_used_at, Some(Timestamp(5000)));
     assert!(store.list_tokens(&b.user.id).await.unwrap().is_empty());
+    // A use is recorded at most once a minute.
+    store
+        .token_user("h1", 60_000)
+        .await
+        .unwrap()
+        .expect("token user");
+    let listed = store.list_tokens(&a.user.id).await.unwrap();
+    assert_eq!(listed[0].last_used_at, Some(Timestamp(5000)));
+    store
+        .token_user("h1", 65_001)
+        .await
+        .unwrap()
+        .expect("token user");
+    let listed = store.list_tokens(&a.user.id).await.unwrap();
+    assert_eq!(listed[0].last_used_at, Some(Timestamp(65_001)));
 
     assert!(
         !store.revoke_token(&b.user.id, "t1", 6000).await.unwrap(),
@@ -2009,6 +2024,84 @@ async fn a_group_commit_counts_a_new_document_its_owner_created_elsewhere_meanwh
         .expect("stored");
     assert_eq!(held.owner_id, owner);
 }
+
+both_backends!(
+    compaction_skips_documents_it_would_not_make_smaller,
+    |backend| async move {
+        use automerge::transaction::Transactable;
+        use automerge::{AutoCommit, ROOT};
+        use learnsync::store::DocWrite;
+
+        // A bulk import leaves tens of thousands of documents stored as one small change row;
+        // compacting them would cost a write each and save nothing.
+        let (_db, store) = open(backend).await;
+        let owner = store
+            .create_user(&new_user(1, Role::Learner))
+            .await
+            .unwrap()
+            .user
+            .id;
+        let write = |doc: &str, changes: Vec<u8>| DocWrite {
+            doc_id: doc.into(),
+            owner_id: owner.clone(),
+            kind: "other".into(),
+            course_id: None,
+            changes,
+            projection: None,
+        };
+        // Written once, two changes: as small as its snapshot would be.
+        let mut once = AutoCommit::new();
+        once.put(ROOT, "title", "once").unwrap();
+        once.commit();
+        once.put(ROOT, "n", 1).unwrap();
+        let once_bytes = once.save_incremental();
+        // One row carrying a long history: its snapshot is far smaller.
+        let mut history = AutoCommit::new();
+        for i in 0..300 {
+            history.put(ROOT, "n", i).unwrap();
+            history.commit();
+        }
+        let history_bytes = history.save_incremental();
+        // Two rows.
+        let mut twice = AutoCommit::new();
+        twice.put(ROOT, "n", 1).unwrap();
+        let first = twice.save_incremental();
+        twice.put(ROOT, "n", 2).unwrap();
+        let second = twice.save_incremental();
+        store
+            .store_writes(
+                &[
+                    write("doc-once", once_bytes.clone()),
+                    write("doc-history", history_bytes),
+                    write("doc-twice", first),
+                    write("doc-twice", second),
+                ],
+                1,
+            )
+            .await
+            .unwrap();
+        let ids: Vec<String> = ["doc-once", "doc-history", "doc-twice", "doc-absent"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mut worth = store.documents_worth_compacting(&ids).await.unwrap();
+        worth.sort();
+        assert_eq!(worth, ["doc-history", "doc-twice"]);
+        // Once compacted, nothing is left to fold until the next write.
+        for id in &worth {
+            store.compact_document(id).await.unwrap();
+        }
+        assert!(
+            store
+                .documents_worth_compacting(&ids)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let kept = store.load_document("doc-once").await.unwrap().unwrap();
+        assert_eq!(kept.chunks, [once_bytes]);
+    }
+);
 
 both_backends!(
     loading_documents_together_equals_loading_each,

@@ -1,7 +1,8 @@
 //! The queries both backends share. `impl_store!` expands to the full `Store` implementation
 //! for one backend; the few backend-specific pieces are inherent items of the store type:
 //! `BACKEND`, `FOR_UPDATE` (row locks, empty on SQLite, which has one writer), `BEGIN_WRITE`
-//! (how a write transaction starts), `migrator()`,
+//! (how a write transaction starts), `writes()` (the pool writes go through: on SQLite, one
+//! connection), `migrator()`,
 //! `push_search()` and `search_is_selective()` (full-text search and the plan for it) and
 //! `notify()` (cross-instance fan-out).
 
@@ -242,7 +243,7 @@ macro_rules! impl_store {
                 )
                 .bind(key)
                 .bind(value)
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await
                 .map_err(map_err)?;
                 Ok(())
@@ -252,7 +253,7 @@ macro_rules! impl_store {
                 sqlx::query("INSERT INTO server_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
                     .bind(key)
                     .bind(value)
-                    .execute(&self.pool)
+                    .execute(self.writes())
                     .await
                     .map_err(map_err)?;
                 self.meta_get(key)
@@ -274,7 +275,7 @@ macro_rules! impl_store {
                 .bind(&new.legacy_id)
                 .bind(new.doc_seed.to_vec())
                 .bind(new.now)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writes())
                 .await
                 .map_err(map_err)?;
                 user_row(&row)
@@ -323,7 +324,7 @@ macro_rules! impl_store {
                 .bind(legacy)
                 .bind(new.doc_seed.to_vec())
                 .bind(new.now)
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await
                 .map_err(map_err)?
                 .rows_affected()
@@ -355,7 +356,7 @@ macro_rules! impl_store {
                 if new.iter().any(|n| n.legacy_id.is_none()) {
                     return Err(StoreError::Invalid("placeholder users need a legacy id".into()));
                 }
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 let mut created = std::collections::HashSet::new();
                 let mut records = std::collections::HashMap::new();
                 for chunk in new.chunks(BIND_CHUNK / 6) {
@@ -440,14 +441,14 @@ macro_rules! impl_store {
                 .bind(&patch.email)
                 .bind(&patch.password_hash)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writes())
                 .await
                 .map_err(map_err)?;
                 row.as_ref().map(user_row).transpose()?.ok_or(StoreError::NotFound)
             }
 
             async fn delete_user(&self, id: &str) -> StoreResult<bool> {
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 for sql in [
                     "DELETE FROM devices WHERE user_id = $1",
                     "DELETE FROM system_logs WHERE user_id = $1",
@@ -466,7 +467,7 @@ macro_rules! impl_store {
             }
 
             async fn erase_user(&self, user_id: &str, subject: &str, actor_id: Option<&str>, now: i64) -> StoreResult<Option<ErasedCounts>> {
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 let exists = sqlx::query(&format!("SELECT id FROM users WHERE id = $1 {}", Self::FOR_UPDATE))
                     .bind(user_id)
                     .fetch_optional(&mut *tx)
@@ -537,14 +538,14 @@ macro_rules! impl_store {
                     Some(id) => {
                         let row = sqlx::query("UPDATE users SET sync_epoch = sync_epoch + 1 WHERE id = $1 RETURNING sync_epoch")
                             .bind(id)
-                            .fetch_optional(&self.pool)
+                            .fetch_optional(self.writes())
                             .await
                             .map_err(map_err)?
                             .ok_or(StoreError::NotFound)?;
                         Ok(row.try_get("sync_epoch")?)
                     }
                     None => {
-                        let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                        let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                         sqlx::query(
                             "INSERT INTO server_meta (key, value) VALUES ('global_sync_epoch', '1') \
                              ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(server_meta.value AS BIGINT) + 1 AS TEXT)",
@@ -580,7 +581,7 @@ macro_rules! impl_store {
                 .bind(&token.name)
                 .bind(&token.token_hash)
                 .bind(token.now)
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await
                 .map_err(map_err)?;
                 Ok(ApiToken {
@@ -593,19 +594,8 @@ macro_rules! impl_store {
             }
 
             async fn token_user(&self, token_hash: &str, now: i64) -> StoreResult<Option<UserRecord>> {
-                // Record the use at most once a minute: a bearer request must not cost a write.
-                sqlx::query(
-                    "UPDATE api_tokens SET last_used_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL \
-                     AND (last_used_at IS NULL OR last_used_at < $3)",
-                )
-                .bind(token_hash)
-                .bind(now)
-                .bind(now - 60_000)
-                .execute(&self.pool)
-                .await
-                .map_err(map_err)?;
                 let row = sqlx::query(&format!(
-                    "SELECT {} FROM users u JOIN api_tokens t ON t.user_id = u.id \
+                    "SELECT {}, t.last_used_at AS token_last_used_at FROM users u JOIN api_tokens t ON t.user_id = u.id \
                      WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
                     USER_COLS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
                 ))
@@ -613,7 +603,25 @@ macro_rules! impl_store {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(map_err)?;
-                row.as_ref().map(user_row).transpose()
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                // Record the use at most once a minute: a bearer request must not cost a write
+                // (on SQLite it would wait behind every write queued before it).
+                let last_used: Option<i64> = row.try_get("token_last_used_at")?;
+                if last_used.is_none_or(|at| at < now - 60_000) {
+                    sqlx::query(
+                        "UPDATE api_tokens SET last_used_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL \
+                         AND (last_used_at IS NULL OR last_used_at < $3)",
+                    )
+                    .bind(token_hash)
+                    .bind(now)
+                    .bind(now - 60_000)
+                    .execute(self.writes())
+                    .await
+                    .map_err(map_err)?;
+                }
+                user_row(&row).map(Some)
             }
 
             async fn list_tokens(&self, user_id: &str) -> StoreResult<Vec<ApiToken>> {
@@ -645,7 +653,7 @@ macro_rules! impl_store {
                 .bind(token_id)
                 .bind(user_id)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await
                 .map_err(map_err)?
                 .rows_affected()
@@ -671,7 +679,7 @@ macro_rules! impl_store {
                 .bind(json_text(&c.extra))
                 .bind(c.created_at)
                 .bind(c.now)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writes())
                 .await
                 .map_err(map_err)?;
                 course_row(&row)
@@ -696,7 +704,7 @@ macro_rules! impl_store {
                 .bind(json_text(&c.extra))
                 .bind(c.created_at)
                 .bind(c.now)
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await
                 .map_err(map_err)?
                 .rows_affected()
@@ -731,7 +739,7 @@ macro_rules! impl_store {
                 .bind(p.status.map(|s| s.as_str()))
                 .bind(lessons)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writes())
                 .await
                 .map_err(map_err)?;
                 row.as_ref().map(course_row).transpose()
@@ -836,7 +844,7 @@ macro_rules! impl_store {
                 .bind(&r.legacy_id)
                 .bind(json_text(&r.extra))
                 .bind(r.created_at)
-                .fetch_one(&self.pool)
+                .fetch_one(self.writes())
                 .await
                 .map_err(map_err)?;
                 report_row(&row)
@@ -860,7 +868,7 @@ macro_rules! impl_store {
                 .bind(&r.legacy_id)
                 .bind(json_text(&r.extra))
                 .bind(r.created_at)
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await
                 .map_err(map_err)?
                 .rows_affected()
@@ -905,7 +913,7 @@ macro_rules! impl_store {
                 .bind(note)
                 .bind(by)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.writes())
                 .await
                 .map_err(map_err)?;
                 row.as_ref().map(report_row).transpose()
@@ -956,7 +964,7 @@ macro_rules! impl_store {
                             .push_bind(l.created_at);
                     });
                     qb.push(" ON CONFLICT (legacy_key) DO NOTHING");
-                    inserted += qb.build().execute(&self.pool).await.map_err(map_err)?.rows_affected();
+                    inserted += qb.build().execute(self.writes()).await.map_err(map_err)?.rows_affected();
                 }
                 Ok(inserted)
             }
@@ -1098,7 +1106,7 @@ macro_rules! impl_store {
                 .bind(json_text(&run.errors))
                 .bind(run.started_at.0)
                 .bind(run.finished_at.map(|t| t.0))
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await
                 .map_err(map_err)?;
                 Ok(())
@@ -1203,7 +1211,7 @@ macro_rules! impl_store {
                 if writes.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 // The batch per (document, writer): the rows and bytes it appends, first-seen order.
                 let mut groups: Vec<WriteGroup> = Vec::new();
                 let mut group_of: Vec<usize> = Vec::with_capacity(writes.len());
@@ -1392,8 +1400,62 @@ macro_rules! impl_store {
                 Ok(outcomes)
             }
 
+            async fn documents_worth_compacting(&self, ids: &[String]) -> StoreResult<Vec<String>> {
+                let mut worth = Vec::new();
+                let mut single: Vec<String> = Vec::new();
+                for chunk in ids.chunks(BIND_CHUNK) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "SELECT id, change_count, CAST(CASE WHEN snapshot IS NULL THEN 1 ELSE 0 END AS BIGINT) AS bare \
+                         FROM documents WHERE id IN (",
+                    );
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    for r in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
+                        let id: String = r.try_get("id")?;
+                        let rows: i64 = r.try_get("change_count")?;
+                        let bare = r.try_get::<i64, _>("bare")? == 1;
+                        match (bare, rows) {
+                            (_, 0) => {}
+                            (true, 1) => single.push(id),
+                            _ => worth.push(id),
+                        }
+                    }
+                }
+                for chunk in single.chunks(BIND_CHUNK) {
+                    let mut qb = QueryBuilder::<$db>::new("SELECT doc_id, data FROM document_changes WHERE doc_id IN (");
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    qb.push(")");
+                    let mut data: std::collections::HashMap<String, Vec<Vec<u8>>> = std::collections::HashMap::new();
+                    for r in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
+                        data.entry(r.try_get("doc_id")?).or_default().push(r.try_get("data")?);
+                    }
+                    for id in chunk {
+                        let small = match data.get(id).map(Vec::as_slice) {
+                            Some([row]) => {
+                                let mut doc = automerge::Automerge::new();
+                                doc.load_incremental(row).is_ok()
+                                    && doc.get_missing_deps(&[]).is_empty()
+                                    && row.len() * 4 <= doc.save().len() * 5
+                            }
+                            // Rows written since the count was read: compacting is worth it.
+                            _ => false,
+                        };
+                        if !small {
+                            worth.push(id.clone());
+                        }
+                    }
+                }
+                Ok(worth)
+            }
+
             async fn compact_document(&self, id: &str) -> StoreResult<()> {
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 // Lock the document row: writers update it before inserting changes, so no change
                 // commits for this document while we fold its changes.
                 let Some(row) = sqlx::query(&format!("SELECT snapshot FROM documents WHERE id = $1 {}", Self::FOR_UPDATE))
@@ -1473,7 +1535,7 @@ macro_rules! impl_store {
                 if states.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 for s in states {
                     // Only for documents that exist (a state for a never-stored document is moot).
                     sqlx::query(
@@ -1496,7 +1558,7 @@ macro_rules! impl_store {
             async fn delete_sync_states(&self, storage_ids: Option<&[String]>) -> StoreResult<()> {
                 match storage_ids {
                     None => {
-                        sqlx::query("DELETE FROM sync_states").execute(&self.pool).await.map_err(map_err)?;
+                        sqlx::query("DELETE FROM sync_states").execute(self.writes()).await.map_err(map_err)?;
                     }
                     Some([]) => {}
                     Some(ids) => {
@@ -1506,7 +1568,7 @@ macro_rules! impl_store {
                             sep.push_bind(id.clone());
                         }
                         qb.push(")");
-                        qb.build().execute(&self.pool).await.map_err(map_err)?;
+                        qb.build().execute(self.writes()).await.map_err(map_err)?;
                     }
                 }
                 Ok(())
@@ -1521,14 +1583,14 @@ macro_rules! impl_store {
                 .bind(address)
                 .bind(started_at)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await
                 .map_err(map_err)?;
                 Ok(())
             }
 
             async fn remove_instance(&self, id: &str) -> StoreResult<()> {
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 sqlx::query("DELETE FROM devices WHERE instance_id = $1").bind(id).execute(&mut *tx).await.map_err(map_err)?;
                 sqlx::query("DELETE FROM instances WHERE id = $1").bind(id).execute(&mut *tx).await.map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
@@ -1536,7 +1598,7 @@ macro_rules! impl_store {
             }
 
             async fn reap_instances(&self, before: i64) -> StoreResult<u64> {
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 sqlx::query("DELETE FROM devices WHERE instance_id IN (SELECT id FROM instances WHERE heartbeat_at < $1)")
                     .bind(before)
                     .execute(&mut *tx)
@@ -1565,14 +1627,14 @@ macro_rules! impl_store {
                 .bind(&d.user_agent)
                 .bind(d.connected_at.0)
                 .bind(d.last_sync_at.map(|t| t.0))
-                .execute(&self.pool)
+                .execute(self.writes())
                 .await
                 .map_err(map_err)?;
                 Ok(())
             }
 
             async fn device_disconnected(&self, conn_id: &str) -> StoreResult<()> {
-                sqlx::query("DELETE FROM devices WHERE conn_id = $1").bind(conn_id).execute(&self.pool).await.map_err(map_err)?;
+                sqlx::query("DELETE FROM devices WHERE conn_id = $1").bind(conn_id).execute(self.writes()).await.map_err(map_err)?;
                 Ok(())
             }
 
@@ -1580,7 +1642,7 @@ macro_rules! impl_store {
                 if seen.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 for (conn, at) in seen {
                     sqlx::query("UPDATE devices SET last_sync_at = $2 WHERE conn_id = $1")
                         .bind(conn)

@@ -639,6 +639,12 @@ pub trait Store: Send + Sync + 'static {
     async fn store_writes(&self, writes: &[DocWrite], now: i64) -> StoreResult<Vec<WriteOutcome>>;
     /// Folds a document's change rows into its snapshot, in one transaction.
     async fn compact_document(&self, id: &str) -> StoreResult<()>;
+    /// Of `ids`, the documents a compaction would make smaller. Left out: documents with no
+    /// change rows, and those stored as one change row no more than a quarter bigger than
+    /// their snapshot would be (a new document written once: what an import leaves tens of
+    /// thousands of). Reads only, on a reader: on SQLite every compaction waits for the one
+    /// write connection.
+    async fn documents_worth_compacting(&self, ids: &[String]) -> StoreResult<Vec<String>>;
     /// The change chunk with this sequence number (for notifications too large to carry it).
     async fn document_change(&self, seq: i64) -> StoreResult<Option<(String, Vec<u8>)>>;
     /// A user's documents.

@@ -60,6 +60,11 @@ impl PgStore {
         &self.pool
     }
 
+    /// Where writes go: the one pool (PostgreSQL has row locks, writers run side by side).
+    fn writes(&self) -> &PgPool {
+        &self.pool
+    }
+
     fn migrator() -> sqlx::migrate::Migrator {
         sqlx::migrate!("../migrations/postgres")
     }

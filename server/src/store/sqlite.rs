@@ -15,7 +15,13 @@ const SELECTIVE_MATCHES: i64 = 500;
 /// A store on SQLite.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Readers (and the session store).
     pub(crate) pool: SqlitePool,
+    /// The one connection every write goes through. SQLite has one writer at a time; writers
+    /// on several connections wait for its lock in its busy handler, which sleeps up to 100 ms
+    /// between tries, so under a steady stream of writes the lock sat free while writers slept.
+    /// Queued on one connection, the next writer starts the moment the last one commits.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -43,9 +49,20 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await?;
+        // A writer waits behind every write queued before it; a bulk import queues many.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
+    }
+
+    /// Where writes go (see the `writer` field).
+    fn writes(&self) -> &SqlitePool {
+        &self.writer
     }
 
     /// The pool (for the session store).

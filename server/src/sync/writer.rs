@@ -160,7 +160,15 @@ pub(crate) async fn compactor(store: Arc<dyn Store>, mut rx: mpsc::UnboundedRece
         while let Ok(more) = rx.try_recv() {
             waiting.insert(more);
         }
-        for doc in std::mem::take(&mut waiting) {
+        let batch: Vec<String> = std::mem::take(&mut waiting).into_iter().collect();
+        let worth = match store.documents_worth_compacting(&batch).await {
+            Ok(worth) => worth,
+            Err(e) => {
+                tracing::debug!(error = %e, "compaction candidates not checked; compacting all");
+                batch
+            }
+        };
+        for doc in worth {
             if let Err(e) = store.compact_document(&doc).await {
                 tracing::warn!(error = %e, doc, "compaction failed (retried on a later write)");
             } else {

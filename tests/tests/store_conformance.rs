@@ -616,6 +616,77 @@ both_backends!(course_visibility_and_filters, |backend| async move {
     assert_eq!(ids(q).await, ["a1"]);
 });
 
+both_backends!(
+    a_common_search_pages_through_every_match_in_order,
+    |backend| async move {
+        // A search that matches many courses, page after page in every sort order: exactly the
+        // matches, in the order, that the catalog without a search gives when filtered (the
+        // plan a search takes, from the matches or along the sort order, must not show).
+        let (_db, store) = open(backend).await;
+        for i in 0..90i64 {
+            let topic = ["Algebra", "Geometry", "Physics"][(i % 3) as usize];
+            let status = if i % 7 == 0 {
+                CourseStatus::Draft
+            } else {
+                CourseStatus::Published
+            };
+            let mut c = new_course(
+                &format!("c{i:02}"),
+                &format!("{topic} {} part {i}", i % 11),
+                status,
+                None,
+                1_000 + (i * 37) % 90,
+            );
+            c.description = format!("About {} number {i}", topic.to_lowercase());
+            store.create_course(&c).await.unwrap();
+        }
+        for sort in [
+            CourseSort::NewestFirst,
+            CourseSort::OldestFirst,
+            CourseSort::RecentlyUpdated,
+            CourseSort::Title,
+        ] {
+            for text in ["algebra", "ALG 1", "physics part"] {
+                let mut all = query(Visibility::Published);
+                all.sort = sort;
+                let expected: Vec<String> = store
+                    .list_courses(&all)
+                    .await
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .filter(|c| {
+                        let words: Vec<String> = format!("{} {}", c.title, c.description)
+                            .to_lowercase()
+                            .split_whitespace()
+                            .map(str::to_string)
+                            .collect();
+                        text.to_lowercase()
+                            .split_whitespace()
+                            .all(|t| words.iter().any(|w| w.starts_with(t)))
+                    })
+                    .map(|c| c.id)
+                    .collect();
+                assert!(expected.len() > 6, "{text}: {} matches", expected.len());
+                let mut q = query(Visibility::Published);
+                q.sort = sort;
+                q.q = Some(text.into());
+                q.limit = 3;
+                let mut got = Vec::new();
+                loop {
+                    let page = store.list_courses(&q).await.unwrap();
+                    got.extend(page.items.into_iter().map(|c| c.id));
+                    match page.next_cursor {
+                        Some(next) => q.cursor = Some(next),
+                        None => break,
+                    }
+                }
+                assert_eq!(got, expected, "{text:?} sorted {sort:?}");
+            }
+        }
+    }
+);
+
 both_backends!(course_search_is_safe_and_prefix, |backend| async move {
     let (_db, store) = open(backend).await;
     let mut a = new_course(

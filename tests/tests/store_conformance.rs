@@ -1673,6 +1673,18 @@ both_backends!(
     }
 );
 
+/// A write of `changes` to `doc` of kind "other", with no projection.
+fn plain_write(owner: &str, doc: &str, changes: Vec<u8>) -> learnsync::store::DocWrite {
+    learnsync::store::DocWrite {
+        doc_id: doc.into(),
+        owner_id: owner.into(),
+        kind: "other".into(),
+        course_id: None,
+        changes,
+        projection: None,
+    }
+}
+
 /// The writes of a mixed group commit: a document of the writer's, someone else's, a new one
 /// two users race for, one of an owner who is gone, several writes to one document and to one
 /// projection row.
@@ -1955,14 +1967,7 @@ both_backends!(
             .unwrap()
             .user
             .id;
-        let doc = |n: usize| DocWrite {
-            doc_id: format!("doc-{n}"),
-            owner_id: a.clone(),
-            kind: "other".into(),
-            course_id: None,
-            changes: vec![n as u8],
-            projection: None,
-        };
+        let doc = |n: usize| plain_write(&a, &format!("doc-{n}"), vec![n as u8]);
         const LIMIT: usize = 5_000;
         let first: Vec<DocWrite> = (0..LIMIT - 1).map(doc).collect();
         let outcomes = store.store_writes(&first, 1).await.unwrap();
@@ -2006,7 +2011,7 @@ both_backends!(
 /// answer the device `doc-unavailable`, and the device never gets in sync).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_commit_counts_a_new_document_its_owner_created_elsewhere_meanwhile() {
-    use learnsync::store::{DocWrite, WriteOutcome};
+    use learnsync::store::WriteOutcome;
     use sqlx::Connection;
 
     let (db, store) = open(Backend::Postgres).await;
@@ -2016,14 +2021,7 @@ async fn a_group_commit_counts_a_new_document_its_owner_created_elsewhere_meanwh
         .unwrap()
         .user
         .id;
-    let write = |doc: &str| DocWrite {
-        doc_id: doc.into(),
-        owner_id: owner.clone(),
-        kind: "other".into(),
-        course_id: None,
-        changes: vec![1, 2, 3],
-        projection: None,
-    };
+    let write = |doc: &str| plain_write(&owner, doc, vec![1, 2, 3]);
     let first = store.store_writes(&[write("doc-held")], 1).await.unwrap();
     assert!(matches!(first[0], WriteOutcome::Stored { .. }), "{first:?}");
 
@@ -2101,7 +2099,6 @@ both_backends!(
     |backend| async move {
         use automerge::transaction::Transactable;
         use automerge::{AutoCommit, ROOT};
-        use learnsync::store::DocWrite;
 
         // A bulk import leaves tens of thousands of documents stored as one small change row;
         // compacting them would cost a write each and save nothing.
@@ -2112,14 +2109,7 @@ both_backends!(
             .unwrap()
             .user
             .id;
-        let write = |doc: &str, changes: Vec<u8>| DocWrite {
-            doc_id: doc.into(),
-            owner_id: owner.clone(),
-            kind: "other".into(),
-            course_id: None,
-            changes,
-            projection: None,
-        };
+        let write = |doc: &str, changes: Vec<u8>| plain_write(&owner, doc, changes);
         // Written once, two changes: as small as its snapshot would be.
         let mut once = AutoCommit::new();
         once.put(ROOT, "title", "once").unwrap();
@@ -2177,7 +2167,7 @@ both_backends!(
 both_backends!(
     loading_documents_together_equals_loading_each,
     |backend| async move {
-        use learnsync::store::{DocWrite, SyncStateRow};
+        use learnsync::store::SyncStateRow;
 
         // A shard loads a pass's documents in one statement: each must come back as its own
         // load would return it (snapshot and change rows in order, sync states, absent ones
@@ -2195,14 +2185,7 @@ both_backends!(
             .unwrap()
             .user
             .id;
-        let write = |owner: &str, doc: &str, n: u8| DocWrite {
-            doc_id: doc.into(),
-            owner_id: owner.into(),
-            kind: "other".into(),
-            course_id: None,
-            changes: vec![n; 3],
-            projection: None,
-        };
+        let write = |owner: &str, doc: &str, n: u8| plain_write(owner, doc, vec![n; 3]);
         store
             .store_writes(
                 &[

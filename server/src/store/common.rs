@@ -340,10 +340,7 @@ macro_rules! impl_store {
                 let mut found = Vec::new();
                 for chunk in legacy_ids.chunks(500) {
                     let mut qb = QueryBuilder::<$db>::new(format!("SELECT {USER_COLS} FROM users WHERE legacy_id IN ("));
-                    let mut list = qb.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.clone());
-                    }
+                    push_bind_list(&mut qb, chunk.iter().cloned());
                     qb.push(")");
                     for row in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
                         found.push(user_row(&row)?);
@@ -382,10 +379,7 @@ macro_rules! impl_store {
                         created.insert(row.try_get::<String, _>("id")?);
                     }
                     let mut qb = QueryBuilder::<$db>::new(format!("SELECT {USER_COLS} FROM users WHERE legacy_id IN ("));
-                    let mut list = qb.separated(", ");
-                    for n in chunk {
-                        list.push_bind(n.legacy_id.clone());
-                    }
+                    push_bind_list(&mut qb, chunk.iter().map(|n| n.legacy_id.clone()));
                     qb.push(")");
                     for row in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
                         let user = user_row(&row)?;
@@ -931,10 +925,7 @@ macro_rules! impl_store {
                 ] {
                     for chunk in keys.chunks(500) {
                         let mut qb = QueryBuilder::<$db>::new(format!("SELECT {column} FROM {table} WHERE {column} IN ("));
-                        let mut list = qb.separated(", ");
-                        for key in chunk {
-                            list.push_bind(key.clone());
-                        }
+                        push_bind_list(&mut qb, chunk.iter().cloned());
                         qb.push(")");
                         for row in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
                             out.push(row.try_get::<String, _>(0).map_err(map_err)?);
@@ -1155,19 +1146,13 @@ macro_rules! impl_store {
                         "SELECT CAST(0 AS BIGINT) AS part, CAST(0 AS BIGINT) AS seq, id AS doc, owner_id, kind, course_id, snapshot AS data \
                            FROM documents WHERE id IN (",
                     );
-                    let mut list = qb.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.clone());
-                    }
+                    push_bind_list(&mut qb, chunk.iter().cloned());
                     qb.push(
                         ") UNION ALL \
                          SELECT CAST(1 AS BIGINT), seq, doc_id, NULL, NULL, NULL, data \
                            FROM document_changes WHERE doc_id IN (",
                     );
-                    let mut list = qb.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.clone());
-                    }
+                    push_bind_list(&mut qb, chunk.iter().cloned());
                     qb.push(") ORDER BY part, seq");
                     for r in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
                         let doc: String = r.try_get("doc")?;
@@ -1189,10 +1174,7 @@ macro_rules! impl_store {
                 let present: Vec<String> = found.keys().cloned().collect();
                 for chunk in present.chunks(BIND_CHUNK) {
                     let mut qb = QueryBuilder::<$db>::new("SELECT doc_id, peer_storage_id, state FROM sync_states WHERE doc_id IN (");
-                    let mut list = qb.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.clone());
-                    }
+                    push_bind_list(&mut qb, chunk.iter().cloned());
                     qb.push(")");
                     for r in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
                         let doc: String = r.try_get("doc_id")?;
@@ -1240,10 +1222,7 @@ macro_rules! impl_store {
                     let ids: Vec<&str> = rest.iter().map(|&g| groups[g].write.doc_id.as_str()).collect();
                     for chunk in ids.chunks(BIND_CHUNK) {
                         let mut qb = QueryBuilder::<$db>::new("SELECT id, owner_id FROM documents WHERE id IN (");
-                        let mut list = qb.separated(", ");
-                        for id in chunk {
-                            list.push_bind(id.to_string());
-                        }
+                        push_bind_list(&mut qb, chunk.iter().map(|id| id.to_string()));
                         qb.push(") ").push(Self::FOR_UPDATE);
                         for r in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
                             owners.insert(r.try_get("id")?, r.try_get("owner_id")?);
@@ -1283,10 +1262,7 @@ macro_rules! impl_store {
                         let mut qb = QueryBuilder::<$db>::new(
                             "SELECT id, (SELECT COUNT(*) FROM documents WHERE documents.owner_id = users.id) AS n FROM users WHERE id IN (",
                         );
-                        let mut list = qb.separated(", ");
-                        for id in chunk {
-                            list.push_bind(id.clone());
-                        }
+                        push_bind_list(&mut qb, chunk.iter().cloned());
                         qb.push(")");
                         for r in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
                             counts.insert(r.try_get("id")?, r.try_get("n")?);
@@ -1402,52 +1378,33 @@ macro_rules! impl_store {
 
             async fn documents_worth_compacting(&self, ids: &[String]) -> StoreResult<Vec<String>> {
                 let mut worth = Vec::new();
-                let mut single: Vec<String> = Vec::new();
                 for chunk in ids.chunks(BIND_CHUNK) {
+                    // The change row comes along only for a document stored as just that row.
                     let mut qb = QueryBuilder::<$db>::new(
-                        "SELECT id, change_count, CAST(CASE WHEN snapshot IS NULL THEN 1 ELSE 0 END AS BIGINT) AS bare \
-                         FROM documents WHERE id IN (",
+                        "SELECT d.id AS id, d.change_count AS change_rows, c.data AS data FROM documents d \
+                         LEFT JOIN document_changes c ON c.doc_id = d.id AND d.snapshot IS NULL AND d.change_count = 1 \
+                         WHERE d.id IN (",
                     );
-                    let mut list = qb.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.clone());
-                    }
+                    push_bind_list(&mut qb, chunk.iter().cloned());
                     qb.push(")");
+                    let mut found: std::collections::BTreeMap<String, (i64, Vec<Vec<u8>>)> = std::collections::BTreeMap::new();
                     for r in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
-                        let id: String = r.try_get("id")?;
-                        let rows: i64 = r.try_get("change_count")?;
-                        let bare = r.try_get::<i64, _>("bare")? == 1;
-                        match (bare, rows) {
-                            (_, 0) => {}
-                            (true, 1) => single.push(id),
-                            _ => worth.push(id),
-                        }
+                        let entry = found.entry(r.try_get("id")?).or_insert((r.try_get("change_rows")?, Vec::new()));
+                        entry.1.extend(r.try_get::<Option<Vec<u8>>, _>("data")?);
                     }
-                }
-                for chunk in single.chunks(BIND_CHUNK) {
-                    let mut qb = QueryBuilder::<$db>::new("SELECT doc_id, data FROM document_changes WHERE doc_id IN (");
-                    let mut list = qb.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.clone());
-                    }
-                    qb.push(")");
-                    let mut data: std::collections::HashMap<String, Vec<Vec<u8>>> = std::collections::HashMap::new();
-                    for r in qb.build().fetch_all(&self.pool).await.map_err(map_err)? {
-                        data.entry(r.try_get("doc_id")?).or_default().push(r.try_get("data")?);
-                    }
-                    for id in chunk {
-                        let small = match data.get(id).map(Vec::as_slice) {
-                            Some([row]) => {
+                    for (id, (rows, data)) in found {
+                        let small = match data.as_slice() {
+                            [row] => {
                                 let mut doc = automerge::Automerge::new();
                                 doc.load_incremental(row).is_ok()
                                     && doc.get_missing_deps(&[]).is_empty()
                                     && row.len() * 4 <= doc.save().len() * 5
                             }
-                            // Rows written since the count was read: compacting is worth it.
+                            // More rows than counted were written meanwhile: worth it.
                             _ => false,
                         };
-                        if !small {
-                            worth.push(id.clone());
+                        if rows > 0 && !small {
+                            worth.push(id);
                         }
                     }
                 }
@@ -1563,10 +1520,7 @@ macro_rules! impl_store {
                     Some([]) => {}
                     Some(ids) => {
                         let mut qb = QueryBuilder::<$db>::new("DELETE FROM sync_states WHERE peer_storage_id IN (");
-                        let mut sep = qb.separated(", ");
-                        for id in ids {
-                            sep.push_bind(id.clone());
-                        }
+                        push_bind_list(&mut qb, ids.iter().cloned());
                         qb.push(")");
                         qb.build().execute(self.writes()).await.map_err(map_err)?;
                     }
@@ -1721,6 +1675,17 @@ macro_rules! impl_store {
             pending: Option<i64>,
             /// Why they were refused.
             rejected: Option<String>,
+        }
+
+        /// Binds `items` as a comma-separated list (the inside of an `IN (…)`).
+        fn push_bind_list<'a, T>(qb: &mut QueryBuilder<'a, $db>, items: impl IntoIterator<Item = T>)
+        where
+            T: 'a + sqlx::Encode<'a, $db> + sqlx::Type<$db>,
+        {
+            let mut list = qb.separated(", ");
+            for item in items {
+                list.push_bind(item);
+            }
         }
 
         /// Counts the groups `which` against their documents, in one statement per chunk, where

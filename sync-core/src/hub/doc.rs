@@ -921,28 +921,23 @@ impl DocEntry {
             self.unavailable_due = None;
             return;
         }
-        let mut wanting = self
+        let wanting: Vec<ConnId> = self
             .peers
             .iter()
             .filter(|(_, p)| p.status == PeerStatus::Wants)
             .map(|(c, _)| *c)
-            .peekable();
-        if wanting.peek().is_none() {
-            self.unavailable_due = None;
+            .collect();
+        let due = match self.unavailable_due.take() {
+            Some(due) => due,
+            None if wanting.iter().any(|c| ctx.has_other_device(*c)) => {
+                now + ctx.config.unavailable_grace_ms
+            }
+            None => now,
+        };
+        if !wanting.is_empty() && now < due {
+            self.unavailable_due = Some(due);
             return;
         }
-        match self.unavailable_due {
-            None => {
-                let grace = ctx.config.unavailable_grace_ms;
-                if grace > 0 && wanting.any(|c| ctx.has_other_device(c)) {
-                    self.unavailable_due = Some(now + grace);
-                    return;
-                }
-            }
-            Some(due) if now < due => return,
-            Some(_) => {}
-        }
-        self.unavailable_due = None;
         for (conn, p) in self.peers.iter_mut() {
             if p.status == PeerStatus::Wants {
                 p.status = PeerStatus::Unavailable;

@@ -199,6 +199,12 @@ impl Net {
         self.run_io();
     }
 
+    /// Moves the clock on by `ms` and lets the hub's timers run.
+    fn advance(&mut self, ms: i64) {
+        self.now += ms;
+        self.hub.handle_tick(self.now);
+    }
+
     fn take(&mut self, conn: ConnId) -> Vec<HubMessage> {
         self.inbox.remove(&conn).unwrap_or_default()
     }
@@ -433,13 +439,11 @@ fn a_find_waits_briefly_for_an_upload_from_another_device_of_its_user() {
     b.push(&mut net, id);
     drive(&mut net, &mut [&mut a, &mut b]);
     assert!(b.unavailable.is_empty(), "answered before the grace period");
-    net.now += 100;
-    net.hub.handle_tick(net.now);
+    net.advance(100);
     a.open(id, doc);
     a.push(&mut net, id);
     drive(&mut net, &mut [&mut a, &mut b]);
-    net.now += 1_000;
-    net.hub.handle_tick(net.now);
+    net.advance(1_000);
     drive(&mut net, &mut [&mut a, &mut b]);
     assert!(
         b.unavailable.is_empty(),
@@ -453,12 +457,10 @@ fn a_find_waits_briefly_for_an_upload_from_another_device_of_its_user() {
     b.push(&mut net, missing);
     drive(&mut net, &mut [&mut a, &mut b]);
     let grace = HubConfig::new([9; 16]).unavailable_grace_ms;
-    net.now += grace - 1;
-    net.hub.handle_tick(net.now);
+    net.advance(grace - 1);
     drive(&mut net, &mut [&mut a, &mut b]);
     assert!(b.unavailable.is_empty(), "answered before the grace period");
-    net.now += 1;
-    net.hub.handle_tick(net.now);
+    net.advance(1);
     drive(&mut net, &mut [&mut a, &mut b]);
     assert_eq!(b.unavailable, [missing]);
     assert!(a.unavailable.is_empty(), "a never asked for it");

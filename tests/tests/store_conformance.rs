@@ -619,11 +619,14 @@ both_backends!(course_visibility_and_filters, |backend| async move {
 both_backends!(
     a_common_search_pages_through_every_match_in_order,
     |backend| async move {
-        // A search that matches many courses, page after page in every sort order: exactly the
-        // matches, in the order, that the catalog without a search gives when filtered (the
-        // plan a search takes, from the matches or along the sort order, must not show).
+        // Searches common and rare, page after page in every sort order: exactly the matches,
+        // in the order, that the catalog without a search gives when filtered (the plan a
+        // search takes must not show). Pages of one and seven over 600 courses also take
+        // PostgreSQL's bounded walk (100 rows per row of the page) down each of its ways: the
+        // page found in the walk, the walk cut short and the matches looked up, the walk
+        // reaching the end of the catalog.
         let (_db, store) = open(backend).await;
-        for i in 0..90i64 {
+        for i in 0..600i64 {
             let topic = ["Algebra", "Geometry", "Physics"][(i % 3) as usize];
             let status = if i % 7 == 0 {
                 CourseStatus::Draft
@@ -635,26 +638,45 @@ both_backends!(
                 &format!("{topic} {} part {i}", i % 11),
                 status,
                 None,
-                1_000 + (i * 37) % 90,
+                1_000 + (i * 37) % 600,
             );
             c.description = format!("About {} number {i}", topic.to_lowercase());
             store.create_course(&c).await.unwrap();
         }
+        // Every page of a query, in order.
+        let every_page = |mut q: CourseQuery| {
+            let store = store.clone();
+            async move {
+                let mut got = Vec::new();
+                loop {
+                    let page = store.list_courses(&q).await.unwrap();
+                    got.extend(page.items);
+                    match page.next_cursor {
+                        Some(next) => q.cursor = Some(next),
+                        None => break got,
+                    }
+                }
+            }
+        };
         for sort in [
             CourseSort::NewestFirst,
             CourseSort::OldestFirst,
             CourseSort::RecentlyUpdated,
             CourseSort::Title,
         ] {
-            for text in ["algebra", "ALG 1", "physics part"] {
-                let mut all = query(Visibility::Published);
-                all.sort = sort;
-                let expected: Vec<String> = store
-                    .list_courses(&all)
-                    .await
-                    .unwrap()
-                    .items
-                    .into_iter()
+            let mut all = query(Visibility::Published);
+            all.sort = sort;
+            let catalog = every_page(all).await;
+            // Common (a third, a tenth), rare (i = 37 and 370-379), and a single course.
+            for (text, at_least) in [
+                ("algebra", 150),
+                ("ALG 1", 40),
+                ("physics part", 150),
+                ("part 37", 8),
+                ("number 599", 1),
+            ] {
+                let expected: Vec<String> = catalog
+                    .iter()
                     .filter(|c| {
                         let words: Vec<String> = format!("{} {}", c.title, c.description)
                             .to_lowercase()
@@ -665,23 +687,21 @@ both_backends!(
                             .split_whitespace()
                             .all(|t| words.iter().any(|w| w.starts_with(t)))
                     })
-                    .map(|c| c.id)
+                    .map(|c| c.id.clone())
                     .collect();
-                assert!(expected.len() > 6, "{text}: {} matches", expected.len());
-                let mut q = query(Visibility::Published);
-                q.sort = sort;
-                q.q = Some(text.into());
-                q.limit = 3;
-                let mut got = Vec::new();
-                loop {
-                    let page = store.list_courses(&q).await.unwrap();
-                    got.extend(page.items.into_iter().map(|c| c.id));
-                    match page.next_cursor {
-                        Some(next) => q.cursor = Some(next),
-                        None => break,
-                    }
+                assert!(
+                    expected.len() >= at_least,
+                    "{text}: {} matches",
+                    expected.len()
+                );
+                for limit in [1, 7] {
+                    let mut q = query(Visibility::Published);
+                    q.sort = sort;
+                    q.q = Some(text.into());
+                    q.limit = limit;
+                    let got: Vec<String> = every_page(q).await.into_iter().map(|c| c.id).collect();
+                    assert_eq!(got, expected, "{text:?} sorted {sort:?}, pages of {limit}");
                 }
-                assert_eq!(got, expected, "{text:?} sorted {sort:?}");
             }
         }
     }
@@ -696,7 +716,8 @@ both_backends!(course_search_is_safe_and_prefix, |backend| async move {
         None,
         1,
     );
-    a.description = "Equations and polynomials".into();
+    a.description =
+        "Equations and polynomials (pneumonoultramicroscopicsilicovolcanoconiosis)".into();
     store.create_course(&a).await.unwrap();
     let mut b = new_course(
         "b",
@@ -736,6 +757,17 @@ both_backends!(course_search_is_safe_and_prefix, |backend| async move {
     assert_eq!(search("algebra молекулы").await, Vec::<String>::new());
     assert_eq!(search("химия").await, ["b"]);
     assert_eq!(search("science").await, ["b"], "category is searched");
+    // Past 32 characters (the longest prefix PostgreSQL indexes): still the whole term.
+    assert_eq!(
+        search("pneumonoultramicroscopicsilicovolcano").await,
+        ["a"],
+        "a long prefix"
+    );
+    assert_eq!(
+        search("pneumonoultramicroscopicsilicovoXcano").await,
+        Vec::<String>::new(),
+        "a long term that differs after its first 32 characters"
+    );
     for hostile in [
         "'; DROP TABLE courses; --",
         "\" OR 1=1",

@@ -3,7 +3,7 @@
 //! `BACKEND`, `FOR_UPDATE` (row locks, empty on SQLite, which has one writer), `BEGIN_WRITE`
 //! (how a write transaction starts), `writes()` (the pool writes go through: on SQLite, one
 //! connection), `migrator()`,
-//! `push_search()` and `search_is_selective()` (full-text search and the plan for it) and
+//! `push_search()` and `search_plan()` (full-text search and the plan for it) and
 //! `notify()` (cross-instance fan-out).
 
 /// Upper bound of documents per user: protects the server from a client creating documents
@@ -209,6 +209,97 @@ macro_rules! impl_store {
                 None
             };
             Page { items, next_cursor }
+        }
+
+        /// The catalog query for one page: filters, visibility, cursor, order, and the search
+        /// as `plan` says. `terms`: `None` without a search, empty for a search with nothing
+        /// searchable in it (no match rather than everything).
+        ///
+        /// With [`SearchPlan::Matches`], the ORDER BY uses expressions no index provides
+        /// (`+ 0`, `|| ''`), so the database finds the few matches first and sorts them. With
+        /// [`SearchPlan::WalkFirst`], a subquery takes the first rows in catalog order and says
+        /// which match (`walk_hit`); only the matches come back.
+        fn catalog_query<'a>(q: &'a CourseQuery, terms: Option<&'a [String]>, plan: Option<SearchPlan>, limit: i64) -> StoreResult<QueryBuilder<'a, $db>> {
+            let sort_from_matches = plan == Some(SearchPlan::Matches);
+            let (int_key, text_key) = if sort_from_matches { (" + 0", " || ''") } else { ("", "") };
+            let order = match q.sort {
+                CourseSort::NewestFirst => format!("created_at{int_key} DESC, id DESC"),
+                CourseSort::OldestFirst => format!("created_at{int_key} ASC, id ASC"),
+                CourseSort::RecentlyUpdated => format!("updated_at{int_key} DESC, id DESC"),
+                CourseSort::Title => format!("title{text_key} ASC, id ASC"),
+            };
+            let walk = match (plan, terms) {
+                (Some(SearchPlan::WalkFirst(budget)), Some(terms)) if !terms.is_empty() => Some((budget, terms)),
+                _ => None,
+            };
+            let mut qb = QueryBuilder::<$db>::new(format!("SELECT {COURSE_COLS}"));
+            if let Some((_, terms)) = walk {
+                qb.push(format!(" FROM (SELECT {COURSE_COLS}, "));
+                <$store>::push_search(&mut qb, terms, false);
+                qb.push(" AS walk_hit FROM courses WHERE 1 = 1");
+            } else {
+                qb.push(" FROM courses WHERE 1 = 1");
+            }
+            match &q.visibility {
+                Visibility::Published => {
+                    qb.push(" AND status = 'published'");
+                }
+                Visibility::PublishedOrAuthor(author) => {
+                    qb.push(" AND (status = 'published' OR author_id = ").push_bind(author.clone()).push(")");
+                }
+                Visibility::All => {}
+            }
+            if let Some(kind) = q.kind {
+                qb.push(" AND kind = ").push_bind(kind.as_str());
+            }
+            if let Some(category) = &q.category {
+                qb.push(" AND category = ").push_bind(category.clone());
+            }
+            if let Some(level) = &q.level {
+                qb.push(" AND level = ").push_bind(level.clone());
+            }
+            if let Some(status) = q.status {
+                qb.push(" AND status = ").push_bind(status.as_str());
+            }
+            if let Some(author) = &q.author {
+                qb.push(" AND author_id = ").push_bind(author.clone());
+            }
+            if walk.is_none() && let Some(terms) = terms {
+                if terms.is_empty() {
+                    qb.push(" AND 1 = 0");
+                } else {
+                    qb.push(" AND ");
+                    <$store>::push_search(&mut qb, terms, sort_from_matches);
+                }
+            }
+            if let Some(c) = q.cursor.as_deref().map(Cursor::decode).transpose()? {
+                let bad_cursor = || StoreError::Invalid("cursor does not fit this sort order".into());
+                let (columns, direction) = match q.sort {
+                    CourseSort::NewestFirst => ("created_at", "<"),
+                    CourseSort::OldestFirst => ("created_at", ">"),
+                    CourseSort::RecentlyUpdated => ("updated_at", "<"),
+                    CourseSort::Title => ("title", ">"),
+                };
+                qb.push(format!(" AND ({columns}, id) {direction} ("));
+                if q.sort == CourseSort::Title {
+                    qb.push_bind(c.s.ok_or_else(bad_cursor)?);
+                } else {
+                    qb.push_bind(c.n.ok_or_else(bad_cursor)?);
+                }
+                qb.push(", ").push_bind(c.id).push(")");
+            }
+            qb.push(format!(" ORDER BY {order} LIMIT "));
+            match walk {
+                Some((budget, _)) => {
+                    qb.push_bind(budget)
+                        .push(format!(") AS walk WHERE walk_hit ORDER BY {order} LIMIT "))
+                        .push_bind(limit + 1);
+                }
+                None => {
+                    qb.push_bind(limit + 1);
+                }
+            }
+            Ok(qb)
         }
 
         #[async_trait]
@@ -741,76 +832,41 @@ macro_rules! impl_store {
 
             async fn list_courses(&self, q: &CourseQuery) -> StoreResult<Page<Course>> {
                 let limit = page_size(q.limit);
-                let mut qb = QueryBuilder::<$db>::new(format!("SELECT {COURSE_COLS} FROM courses WHERE 1 = 1"));
-                match &q.visibility {
-                    Visibility::Published => {
-                        qb.push(" AND status = 'published'");
-                    }
-                    Visibility::PublishedOrAuthor(author) => {
-                        qb.push(" AND (status = 'published' OR author_id = ").push_bind(author.clone()).push(")");
-                    }
-                    Visibility::All => {}
-                }
-                if let Some(kind) = q.kind {
-                    qb.push(" AND kind = ").push_bind(kind.as_str());
-                }
-                if let Some(category) = &q.category {
-                    qb.push(" AND category = ").push_bind(category.clone());
-                }
-                if let Some(level) = &q.level {
-                    qb.push(" AND level = ").push_bind(level.clone());
-                }
-                if let Some(status) = q.status {
-                    qb.push(" AND status = ").push_bind(status.as_str());
-                }
-                if let Some(author) = &q.author {
-                    qb.push(" AND author_id = ").push_bind(author.clone());
-                }
-                // With a selective search, order by expressions no index provides (`+ 0`,
-                // `|| ''`), so the database finds the few matches first and sorts them.
-                let mut sort_from_matches = false;
-                if let Some(text) = &q.q {
-                    let terms = search_terms(text);
-                    if terms.is_empty() {
-                        // Nothing searchable (only punctuation): no match rather than everything.
-                        qb.push(" AND 1 = 0");
-                    } else {
-                        sort_from_matches = self.search_is_selective(&terms).await?;
-                        qb.push(" AND ");
-                        Self::push_search(&mut qb, &terms, sort_from_matches);
-                    }
-                }
-                let (int_key, text_key) = if sort_from_matches { (" + 0", " || ''") } else { ("", "") };
-                let cursor = q.cursor.as_deref().map(Cursor::decode).transpose()?;
-                let bad_cursor = || StoreError::Invalid("cursor does not fit this sort order".into());
-                let order = match q.sort {
-                    CourseSort::NewestFirst => {
-                        if let Some(c) = cursor {
-                            qb.push(" AND (created_at, id) < (").push_bind(c.n.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
-                        }
-                        format!(" ORDER BY created_at{int_key} DESC, id DESC")
-                    }
-                    CourseSort::OldestFirst => {
-                        if let Some(c) = cursor {
-                            qb.push(" AND (created_at, id) > (").push_bind(c.n.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
-                        }
-                        format!(" ORDER BY created_at{int_key} ASC, id ASC")
-                    }
-                    CourseSort::RecentlyUpdated => {
-                        if let Some(c) = cursor {
-                            qb.push(" AND (updated_at, id) < (").push_bind(c.n.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
-                        }
-                        format!(" ORDER BY updated_at{int_key} DESC, id DESC")
-                    }
-                    CourseSort::Title => {
-                        if let Some(c) = cursor {
-                            qb.push(" AND (title, id) > (").push_bind(c.s.ok_or_else(bad_cursor)?).push(", ").push_bind(c.id).push(")");
-                        }
-                        format!(" ORDER BY title{text_key} ASC, id ASC")
-                    }
+                let terms = q.q.as_deref().map(search_terms);
+                let plan = match &terms {
+                    Some(t) if !t.is_empty() => Some(self.search_plan(t, limit).await?),
+                    _ => None,
                 };
-                qb.push(order).push(" LIMIT ").push_bind(limit + 1);
-                let rows = qb.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                let rows = match plan {
+                    Some(SearchPlan::WalkFirst(_)) => {
+                        // Both queries on one connection: one checkout, one warm statement cache.
+                        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+                        let walked = catalog_query(q, terms.as_deref(), plan, limit)?
+                            .build()
+                            .fetch_all(&mut *conn)
+                            .await
+                            .map_err(map_err)?;
+                        // A short page may only mean that the matches lie beyond the walk.
+                        // (When the walk reached the end of the catalog, the lookup finds the
+                        // same page again: only short catalogs and last pages pay for it.
+                        // Telling the two apart in the walk, by numbering its rows, cost more
+                        // than the lookup saves.)
+                        if walked.len() as i64 > limit {
+                            walked
+                        } else {
+                            catalog_query(q, terms.as_deref(), Some(SearchPlan::Matches), limit)?
+                                .build()
+                                .fetch_all(&mut *conn)
+                                .await
+                                .map_err(map_err)?
+                        }
+                    }
+                    plan => catalog_query(q, terms.as_deref(), plan, limit)?
+                        .build()
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(map_err)?,
+                };
                 let items = rows.iter().map(course_row).collect::<StoreResult<Vec<_>>>()?;
                 let sort = q.sort;
                 Ok(next_page(items, limit, |c| match sort {

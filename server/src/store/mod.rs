@@ -763,6 +763,20 @@ impl Cursor {
     }
 }
 
+/// How a catalog search finds its page, chosen per backend by `search_plan()`: the database's
+/// planner cannot estimate prefix searches, and the wrong plan costs tens of milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SearchPlan {
+    /// Walk the sort-order index, testing every row: many matches, the page fills early.
+    Walk,
+    /// Find every match through the full-text index, then sort them: few matches.
+    Matches,
+    /// Test at most this many rows in sort order; when the page is not full by then, start
+    /// again from the matches. Needs no estimate: a common search ends in the walk, a rare one
+    /// costs the walk plus its few matches.
+    WalkFirst(i64),
+}
+
 /// Turns a search text into safe prefix terms: runs of letters and digits, at most 8 terms.
 pub(crate) fn search_terms(q: &str) -> Vec<String> {
     q.split(|c: char| !c.is_alphanumeric())

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::{Backend, StoreError, StoreResult};
+use super::{Backend, SearchPlan, StoreError, StoreResult};
 
 /// Below this many full-text matches a catalog search looks the matches up and sorts them.
 const SELECTIVE_MATCHES: i64 = 500;
@@ -95,8 +95,10 @@ impl SqliteStore {
             .push(")");
     }
 
-    /// Whether a search matches fewer than [`SELECTIVE_MATCHES`] courses (see `push_search`).
-    async fn search_is_selective(&self, terms: &[String]) -> StoreResult<bool> {
+    /// Counts up to [`SELECTIVE_MATCHES`] matches: fewer, look them up and sort them; more,
+    /// walk the sort-order index (see `push_search`). FTS5 tests a row only against the whole
+    /// match list, so a bounded walk (PostgreSQL's plan) would build that list anyway.
+    async fn search_plan(&self, terms: &[String], _limit: i64) -> StoreResult<SearchPlan> {
         let (count,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM (SELECT 1 FROM courses_fts WHERE courses_fts MATCH $1 LIMIT $2)",
         )
@@ -105,7 +107,11 @@ impl SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(StoreError::Database)?;
-        Ok(count < SELECTIVE_MATCHES)
+        Ok(if count < SELECTIVE_MATCHES {
+            SearchPlan::Matches
+        } else {
+            SearchPlan::Walk
+        })
     }
 
     /// One instance only: the hub fans out in process, nothing to notify.

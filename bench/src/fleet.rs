@@ -4,7 +4,7 @@
 //! document ids) and the reference server (no auth, random document ids).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,9 @@ pub struct Probes {
     pub seen: AtomicU64,
     /// Devices whose connection failed or was closed by the server.
     pub failures: AtomicUsize,
+    /// Set by [`Fleet::stop`]: the scenario is over and its server about to go, so a connection
+    /// that fails from now on is no failure (and not reported as one).
+    stopping: AtomicBool,
 }
 
 impl Probes {
@@ -42,6 +45,7 @@ impl Probes {
             written: AtomicU64::new(0),
             seen: AtomicU64::new(0),
             failures: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -202,6 +206,7 @@ impl Fleet {
                         permit.ok(),
                     )
                     .await
+                        && !probes.stopping.load(Ordering::Relaxed)
                     {
                         probes.failures.fetch_add(1, Ordering::Relaxed);
                         eprintln!("device of user {user} failed: {e:#}");
@@ -262,6 +267,7 @@ impl Fleet {
 
     /// Disconnects everything.
     pub fn stop(&self) {
+        self.probes.stopping.store(true, Ordering::Relaxed);
         for d in &self.devices {
             let _ = d.tx.send(Command::Stop);
         }

@@ -42,8 +42,10 @@ use crate::store::{Backend, Store, UserRecord};
 /// What a shard sends a connection.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A hub message to encode and send.
-    Message(HubMessage),
+    /// A hub message to encode and send. Boxed because a connection's queue allocates its
+    /// slots 32 at a time, and the largest hub message (ephemeral) made every slot 96 bytes:
+    /// 3 KiB for each connected device, mostly empty (BENCHMARKS.md, P3).
+    Message(Box<HubMessage>),
     /// Send an `error` with this text and close.
     Close(String),
     /// Tell the device the server's health.

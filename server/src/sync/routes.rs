@@ -133,7 +133,7 @@ async fn sync_socket(
     let upgrade =
         upgrade.map_err(|_| ApiError::BadRequest("expected a WebSocket upgrade request".into()))?;
     let global = state.store.global_sync_epoch().await?;
-    let auth = PeerAuth {
+    let auth = Box::new(PeerAuth {
         epoch: u64::try_from(global.saturating_add(user.sync_epoch)).unwrap_or(0),
         user,
         remote_addr: client_ip(&headers, Some(peer), state.config.trust_proxy),
@@ -143,13 +143,16 @@ async fn sync_socket(
             .unwrap_or_default()
             .to_string(),
         degraded: state.is_degraded(),
-    };
+    });
     let max = state.config.max_message_bytes;
     let engine = state.sync.clone();
     Ok(upgrade
         .max_message_size(max)
         .max_frame_size(max)
-        .read_buffer_size(4096)
+        // Each connection keeps its read buffer for its whole life; 1 KiB holds the usual
+        // sync message, and a larger frame gets room for its full length as soon as its
+        // header is read (tungstenite), so only small frames pay for the smaller buffer.
+        .read_buffer_size(1024)
         .write_buffer_size(4096)
         .max_write_buffer_size(max.saturating_mul(2))
         .on_upgrade(move |ws| async move {

@@ -207,7 +207,7 @@ impl Shard {
                 Output::Send { conn, message } => {
                     if let Some(h) = self.conns.get(&conn) {
                         metrics::counter!("learnsync_sync_messages_sent_total").increment(1);
-                        if h.tx.try_send(Outbound::Message(message)).is_err() {
+                        if h.tx.try_send(Outbound::Message(Box::new(message))).is_err() {
                             // The device does not read fast enough (or is gone): close it rather
                             // than buffer without bound or drop a message of an ordered protocol.
                             tracing::warn!(conn = conn.0, "connection too slow, closing");

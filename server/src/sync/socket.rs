@@ -57,8 +57,15 @@ pub fn conn_key(instance: &str, conn: ConnId) -> String {
 }
 
 /// Runs one connection to the end.
-pub async fn serve<Si, St, E>(engine: Arc<SyncEngine>, mut sink: Si, mut stream: St, auth: PeerAuth)
-where
+///
+/// `auth` comes boxed: the future of a connection lives as long as the connection, and every
+/// layer between the upgrade and here keeps its own copy of what it moves inward.
+pub async fn serve<Si, St, E>(
+    engine: Arc<SyncEngine>,
+    mut sink: Si,
+    mut stream: St,
+    auth: Box<PeerAuth>,
+) where
     Si: Sink<Frame> + Unpin,
     St: Stream<Item = Result<Frame, E>> + Unpin,
     E: std::fmt::Display,

@@ -1,7 +1,7 @@
 //! One document inside the hub: its live copy, its peers, and its path to durability.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{ActorId, AutoCommit, ChangeHash};
@@ -25,7 +25,7 @@ pub(crate) struct DocEntry {
     id: DocumentId,
     meta: DocMeta,
     life: Life,
-    peers: BTreeMap<ConnId, PeerDoc>,
+    peers: PeerMap,
     /// Persisted sync states by peer storage id (from storage, or kept at disconnect).
     saved_states: HashMap<String, Vec<u8>>,
     in_storage: bool,
@@ -74,6 +74,74 @@ struct PeerDoc {
     told: Vec<ChangeHash>,
 }
 
+/// The peers of one document, in connection order. Almost every document has one to three
+/// peers, and a `BTreeMap` spends a whole node (about 2.5 KiB with the sync states inline) on
+/// them, for every document, evicted or not: a vector sized to its peers is a tenth of that
+/// (`bench connections`, BENCHMARKS.md P3). Kept sorted so that iteration is in the same order
+/// as the map's was, which the deterministic simulation relies on.
+#[derive(Default)]
+struct PeerMap(Vec<(ConnId, PeerDoc)>);
+
+impl PeerMap {
+    fn position(&self, conn: &ConnId) -> Result<usize, usize> {
+        self.0.binary_search_by_key(conn, |(c, _)| *c)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn contains_key(&self, conn: &ConnId) -> bool {
+        self.position(conn).is_ok()
+    }
+
+    fn get_mut(&mut self, conn: &ConnId) -> Option<&mut PeerDoc> {
+        let i = self.position(conn).ok()?;
+        Some(&mut self.0[i].1)
+    }
+
+    fn insert(&mut self, conn: ConnId, peer: PeerDoc) {
+        match self.position(&conn) {
+            Ok(i) => self.0[i].1 = peer,
+            Err(i) => {
+                // Grow one at a time: the usual document has two peers, and doubling would
+                // reserve room for four.
+                self.0.reserve_exact(1);
+                self.0.insert(i, (conn, peer));
+            }
+        }
+    }
+
+    fn remove(&mut self, conn: &ConnId) -> Option<PeerDoc> {
+        let i = self.position(conn).ok()?;
+        let (_, peer) = self.0.remove(i);
+        if self.0.len() * 2 < self.0.capacity() {
+            self.0.shrink_to_fit();
+        }
+        Some(peer)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &ConnId> {
+        self.0.iter().map(|(c, _)| c)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &PeerDoc> {
+        self.0.iter().map(|(_, p)| p)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut PeerDoc> {
+        self.0.iter_mut().map(|(_, p)| p)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&ConnId, &PeerDoc)> {
+        self.0.iter().map(|(c, p)| (c, p))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&ConnId, &mut PeerDoc)> {
+        self.0.iter_mut().map(|(c, p)| (&*c, p))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PeerStatus {
     Unknown,
@@ -116,7 +184,7 @@ impl DocEntry {
             id,
             meta: DocMeta::default(),
             life: Life::New,
-            peers: BTreeMap::new(),
+            peers: PeerMap::default(),
             saved_states: HashMap::new(),
             in_storage: false,
             stored_heads: Vec::new(),

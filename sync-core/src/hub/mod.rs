@@ -346,7 +346,9 @@ pub struct Hub {
     config: HubConfig,
     policy: Box<dyn AccessPolicy + Send + Sync>,
     conns: HashMap<ConnId, ConnEntry>,
-    docs: HashMap<DocumentId, doc::DocEntry>,
+    /// Boxed: an entry is several hundred bytes and the table keeps room for more entries than
+    /// it holds (and `with_doc` moves the entry out and back on every input).
+    docs: HashMap<DocumentId, Box<doc::DocEntry>>,
     tasks: HashMap<TaskId, DocumentId>,
     outputs: VecDeque<Output>,
     next_task: u64,
@@ -586,7 +588,7 @@ impl Hub {
         let mut entry = self
             .docs
             .remove(&doc)
-            .unwrap_or_else(|| doc::DocEntry::new(doc));
+            .unwrap_or_else(|| Box::new(doc::DocEntry::new(doc)));
         {
             let mut ctx = Ctx::new(
                 &self.config,

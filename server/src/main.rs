@@ -11,7 +11,24 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `purge_delay` option (its index in `mi_option_e` of the mimalloc 3 that
+/// `libmimalloc-sys` 0.1.49 builds; the crate exports no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Freed pages go back to the system at once instead of a second later, and only when the
+/// freeing thread allocates again: a server gone quiet otherwise keeps resident what its last
+/// burst freed (4–6 KiB per idle device at 2,000 devices, no throughput cost measured; see
+/// BENCHMARKS.md, P3). `MIMALLOC_PURGE_DELAY` in the environment still decides if it is set.
+fn purge_freed_memory_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists (the function is
+        // not thread-safe); it only stores the option's value.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 fn main() -> ExitCode {
+    purge_freed_memory_at_once();
     let cli = learnsync::cli::Cli::parse();
     learnsync::cli::init_tracing(&cli.log, cli.log_json);
     let runtime = match tokio::runtime::Runtime::new() {

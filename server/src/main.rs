@@ -47,3 +47,24 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MI_OPTION_PURGE_DELAY;
+
+    /// The option's index is written by hand; an upgrade of mimalloc that renumbers its options
+    /// would silently set another one. `purge_delay` is the only option whose default is 1000.
+    #[test]
+    fn the_option_set_at_start_is_the_purge_delay() {
+        let expected = std::env::var("MIMALLOC_PURGE_DELAY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        // SAFETY: reading an option has no precondition.
+        let got = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(
+            got, expected,
+            "option {MI_OPTION_PURGE_DELAY} is not mimalloc's purge_delay any more: fix MI_OPTION_PURGE_DELAY"
+        );
+    }
+}

@@ -580,10 +580,7 @@ impl Client {
             return;
         };
         let before = entry.doc.get_heads();
-        if entry
-            .doc
-            .sync()
-            .receive_sync_message(&mut entry.state, message)
+        if crate::sync_receive::receive_sync_message(&mut entry.doc, &mut entry.state, message)
             .is_err()
         {
             return;

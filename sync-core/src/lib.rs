@@ -7,6 +7,7 @@
 //! - [`hub`]: the server side of sync as a state machine: inputs in, outputs (frames, loads,
 //!   stores) out.
 //! - [`session`]: one server connection: handshake, sender checks, rate limits.
+//! - [`sync_receive`]: receiving an automerge sync message without walking the whole history.
 //! - [`client`]: the device side: documents, sync with the server, events for the app.
 //! - [`import`]: the old app's `localStorage` dumps: parsed, then applied to a user's documents.
 //!
@@ -20,6 +21,7 @@ pub mod hub;
 pub mod ids;
 pub mod import;
 pub mod session;
+pub mod sync_receive;
 pub mod wire;
 
 pub use ids::{DocumentId, IdError, UserNamespace};

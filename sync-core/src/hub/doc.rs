@@ -766,7 +766,7 @@ impl DocEntry {
         if !message.heads.is_empty() {
             p.status = PeerStatus::Has;
         }
-        let result = doc.sync().receive_sync_message(&mut p.state, message);
+        let result = crate::sync_receive::receive_sync_message(doc, &mut p.state, message);
         p.owed = true;
         if let Err(e) = result {
             ctx.outputs.push_back(Output::Close {

@@ -884,6 +884,29 @@ pub async fn apply(opts: &Options, report: &mut Report) -> Result<()> {
     for &history in histories {
         let (single, batched) =
             tokio::task::spawn_blocking(move || apply_costs(history, samples)).await??;
+        let (upstream, ours) = tokio::task::spawn_blocking(move || {
+            Ok::<_, anyhow::Error>((
+                receive_cost(history, samples, false)?,
+                receive_cost(history, samples, true)?,
+            ))
+        })
+        .await??;
+        report.push(Row {
+            scenario: "P2 receive cost".into(),
+            metric: format!(
+                "µs per sync message received, its change already applied (the hub's batches), after {history} changes"
+            ),
+            learnsync: Some(ours.with_change),
+            reference: None,
+            lower_is_better: true,
+            note: format!(
+                "automerge 0.12's own receive_sync_message: {:.1} µs ({:.1}x), its walk over the whole history; acknowledgements: {:.1} µs, automerge's {:.1} µs",
+                upstream.with_change,
+                upstream.with_change / ours.with_change.max(f64::MIN_POSITIVE),
+                ours.acknowledgement,
+                upstream.acknowledgement,
+            ),
+        });
         report.push(Row {
             scenario: "P2 apply cost".into(),
             metric: format!("µs per change applied, one per call, after {history} changes"),
@@ -897,6 +920,76 @@ pub async fn apply(opts: &Options, report: &mut Report) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// What receiving one sync message costs a replica, in microseconds.
+struct ReceiveCost {
+    /// A message that carries one new change, already applied by a batch.
+    with_change: f64,
+    /// A message that carries none (the device acknowledging the server's answer).
+    acknowledgement: f64,
+}
+
+/// Receive costs on a replica with `history` changes (a device writes, the server receives
+/// and answers, the device acknowledges), with automerge's `receive_sync_message` or with
+/// `sync_core::sync_receive`'s.
+fn receive_cost(history: usize, samples: usize, ours: bool) -> Result<ReceiveCost> {
+    use automerge::sync::{self, SyncDoc};
+    use sync_core::docs::{self, DocSpec, preferences};
+    let mut device = docs::create(&DocSpec::Preferences, [1; 16])?;
+    for n in 0..history as i64 {
+        preferences::set(&mut device, "probe", &json!(n), n)?;
+        docs::commit(&mut device, n);
+    }
+    let mut server = device.fork();
+    server.set_actor(automerge::ActorId::from([2u8; 16]));
+    let (mut ds, mut ss) = (sync::State::new(), sync::State::new());
+    let (mut with_change, mut acks) = ((Duration::ZERO, 0u32), (Duration::ZERO, 0u32));
+    for n in 0..samples as i64 {
+        preferences::set(&mut device, "probe", &json!(-n), history as i64 + n)?;
+        docs::commit(&mut device, history as i64 + n);
+        // Until both sides are quiet.
+        for _ in 0..6 {
+            let mut quiet = true;
+            if let Some(m) = device.sync().generate_sync_message(&mut ds) {
+                quiet = false;
+                let slot = if m.changes.is_empty() {
+                    &mut acks
+                } else {
+                    // As the hub does with messages that arrive together: their changes are
+                    // applied in one call first, then each message goes through its sync state.
+                    let bytes: Vec<u8> = m.changes.iter().flatten().copied().collect();
+                    server.load_incremental(&bytes)?;
+                    &mut with_change
+                };
+                let t = Instant::now();
+                if ours {
+                    sync_core::sync_receive::receive_sync_message(&mut server, &mut ss, m)?;
+                } else {
+                    server.sync().receive_sync_message(&mut ss, m)?;
+                }
+                slot.0 += t.elapsed();
+                slot.1 += 1;
+            }
+            if let Some(m) = server.sync().generate_sync_message(&mut ss) {
+                quiet = false;
+                device.sync().receive_sync_message(&mut ds, m)?;
+            }
+            if quiet {
+                break;
+            }
+        }
+    }
+    anyhow::ensure!(
+        server.get_heads() == device.get_heads(),
+        "the server did not end with every change"
+    );
+    let micros =
+        |(spent, count): (Duration, u32)| spent.as_secs_f64() * 1e6 / f64::from(count.max(1));
+    Ok(ReceiveCost {
+        with_change: micros(with_change),
+        acknowledgement: micros(acks),
+    })
 }
 
 /// Microseconds per change: one per `load_incremental` call, then ten per call. The reader

@@ -73,8 +73,16 @@ async fn apply_cost() {
     let mut report = Report::default();
     scenarios::apply(&opts(), &mut report).await.unwrap();
     assert_no_failure(&report);
-    assert_eq!(report.rows.len(), 2, "one row per history size");
+    assert_eq!(
+        report.rows.len(),
+        4,
+        "an apply-cost and a receive-cost row per history size"
+    );
     assert!(report.rows.iter().all(|r| r.learnsync.is_some()));
+    assert!(
+        report.rows.iter().any(|r| r.scenario.contains("receive")),
+        "the receive cost is reported"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

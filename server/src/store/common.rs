@@ -1434,13 +1434,18 @@ macro_rules! impl_store {
 
             async fn documents_worth_compacting(&self, ids: &[String]) -> StoreResult<Vec<String>> {
                 let mut worth = Vec::new();
-                for chunk in ids.chunks(BIND_CHUNK) {
+                for chunk in ids.chunks(BIND_CHUNK / 2) {
                     // The change row comes along only for a document stored as just that row.
+                    // The ids are named on both sides of the join: PostgreSQL does not carry
+                    // `d.id IN (…)` over to the change rows, and without the second list it
+                    // hashed the whole `document_changes` table on every call.
                     let mut qb = QueryBuilder::<$db>::new(
                         "SELECT d.id AS id, d.change_count AS change_rows, c.data AS data FROM documents d \
                          LEFT JOIN document_changes c ON c.doc_id = d.id AND d.snapshot IS NULL AND d.change_count = 1 \
-                         WHERE d.id IN (",
+                         AND c.doc_id IN (",
                     );
+                    push_bind_list(&mut qb, chunk.iter().cloned());
+                    qb.push(") WHERE d.id IN (");
                     push_bind_list(&mut qb, chunk.iter().cloned());
                     qb.push(")");
                     let mut found: std::collections::BTreeMap<String, (i64, Vec<Vec<u8>>)> = std::collections::BTreeMap::new();

@@ -39,6 +39,13 @@ pub(crate) fn concurrency(backend: Backend) -> usize {
     }
 }
 
+/// Dumps imported at once by `learnsync import` on PostgreSQL: a process of its own, so it may
+/// keep more in flight than a server that also answers requests. Most of a dump's time is spent
+/// waiting for its documents' group commit; the more dumps wait together, the more documents
+/// each commit carries (about 6 per commit at 24 dumps, 37 at 64: 4,000 dumps took 9.3 s at
+/// 24 and 8.0 s at 64; see BENCHMARKS.md, P5).
+pub(crate) const CLI_CONCURRENCY_POSTGRES: usize = 64;
+
 /// Dumps parsed and prepared together: their users are looked up, and their placeholders
 /// created, in one round trip and one transaction per chunk instead of two of each per dump.
 const CHUNK: usize = 128;
@@ -111,6 +118,8 @@ pub struct Importer {
     store: Arc<dyn Store>,
     sync: Arc<SyncEngine>,
     catalog: Option<Arc<CatalogCache>>,
+    /// Dumps in flight.
+    concurrency: usize,
 }
 
 /// State shared by the dumps of one run.
@@ -121,20 +130,48 @@ struct RunShared {
     courses_present: Mutex<HashSet<String>>,
     /// Placeholder accounts created by this run, by legacy id.
     placeholders: Mutex<HashSet<String>>,
+    /// Documents of those accounts this run has edited. A placeholder's document ids come
+    /// from its fresh seed, so before this run's first edit of one, it is stored nowhere: that
+    /// edit skips the load. Any later edit (the document may have left memory since) loads.
+    placeholder_docs_edited: Mutex<HashSet<DocumentId>>,
     /// Accounts of legacy ids already looked up or created by this run.
     users: Mutex<HashMap<String, UserRecord>>,
     /// Whether this run inserted catalog rows (the catalog cache must be refreshed).
     catalog_changed: std::sync::atomic::AtomicBool,
 }
 
+impl RunShared {
+    /// Whether `doc` of `user` is known to be stored nowhere, claiming it: true at most once
+    /// per document, for a placeholder account this run created.
+    fn claim_absent(&self, user: &UserRecord, doc: DocumentId) -> bool {
+        let created_here = user.user.legacy_id.as_ref().is_some_and(|legacy| {
+            self.placeholders
+                .lock()
+                .is_ok_and(|p| p.contains(legacy.as_str()))
+        });
+        created_here
+            && self
+                .placeholder_docs_edited
+                .lock()
+                .is_ok_and(|mut edited| edited.insert(doc))
+    }
+}
+
 impl Importer {
     /// An importer writing through `store` and `sync`.
     pub fn new(store: Arc<dyn Store>, sync: Arc<SyncEngine>) -> Self {
         Self {
+            concurrency: concurrency(store.backend()),
             store,
             sync,
             catalog: None,
         }
+    }
+
+    /// Keeps `n` dumps in flight instead of the default for the store's backend.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
     }
 
     /// Also refreshes this instance's cached catalog pages when a run adds courses (other
@@ -221,7 +258,7 @@ impl Importer {
                 let options = options.clone();
                 async move { this.import_dump(name, dump, &options, &shared, now).await }
             })
-            .buffered(concurrency(self.store.backend()));
+            .buffered(self.concurrency);
         let mut results = std::pin::pin!(results);
         while let Some(outcome) = results.next().await {
             done += 1;
@@ -534,7 +571,7 @@ impl Importer {
         .await?;
         for (target, import) in targets {
             let rows = self
-                .import_documents(&target, import, options.dry_run, now)
+                .import_documents(&target, import, options.dry_run, shared, now)
                 .await;
             let changed = rows.iter().any(|r| r.outcome.is_change() && r.count > 0);
             if changed && let Some(id) = target.id() {
@@ -842,6 +879,7 @@ impl Importer {
         target: &Target,
         import: UserImport,
         dry_run: bool,
+        shared: &RunShared,
         now: i64,
     ) -> Vec<KeyReport> {
         let import = Arc::new(import);
@@ -869,11 +907,15 @@ impl Importer {
                     }
                 };
                 let result = match (target, dry_run) {
-                    (Target::Existing(user), false) => self
-                        .sync
-                        .edit(user, spec.clone(), apply)
-                        .await
-                        .map_err(|e| e.to_string()),
+                    (Target::Existing(user), false) => {
+                        let ns = UserNamespace::from_bytes(user.doc_seed);
+                        let edited = if shared.claim_absent(user, spec.document_id(&ns)) {
+                            self.sync.edit_known_absent(user, spec.clone(), apply).await
+                        } else {
+                            self.sync.edit(user, spec.clone(), apply).await
+                        };
+                        edited.map_err(|e| e.to_string())
+                    }
                     (Target::Existing(user), true) => {
                         let ns = UserNamespace::from_bytes(user.doc_seed);
                         match self.stored_copy(&spec, &spec.document_id(&ns)).await {

@@ -109,6 +109,9 @@ pub(crate) enum ShardInput {
         meta: DocMeta,
         create: Option<DocSpec>,
         edit: sync_core::hub::EditFn,
+        /// The caller knows the document is not stored: no load (see
+        /// [`SyncEngine::edit_known_absent`]).
+        absent: bool,
         reply: oneshot::Sender<Result<EditValue, EditError>>,
     },
     Resync {
@@ -434,6 +437,30 @@ impl SyncEngine {
         spec: DocSpec,
         f: impl FnOnce(&mut AutoCommit) -> Result<T, DocError> + Send + 'static,
     ) -> Result<T, EditError> {
+        self.edit_with(user, spec, false, f).await
+    }
+
+    /// [`Self::edit`] of a document the caller knows was never stored, so the hub starts it
+    /// from nothing instead of asking the database first: the importer's first edit of each
+    /// document of an account it created in the same run (a round trip and a statement per
+    /// document saved). A stored document edited this way would be missing its stored changes
+    /// in memory until evicted.
+    pub async fn edit_known_absent<T: Send + 'static>(
+        &self,
+        user: &UserRecord,
+        spec: DocSpec,
+        f: impl FnOnce(&mut AutoCommit) -> Result<T, DocError> + Send + 'static,
+    ) -> Result<T, EditError> {
+        self.edit_with(user, spec, true, f).await
+    }
+
+    async fn edit_with<T: Send + 'static>(
+        &self,
+        user: &UserRecord,
+        spec: DocSpec,
+        absent: bool,
+        f: impl FnOnce(&mut AutoCommit) -> Result<T, DocError> + Send + 'static,
+    ) -> Result<T, EditError> {
         let ns = UserNamespace::from_bytes(user.doc_seed);
         let doc = spec.document_id(&ns);
         let meta = DocMeta {
@@ -452,6 +479,7 @@ impl SyncEngine {
                 meta,
                 create: Some(spec),
                 edit: Box::new(move |d| f(d).map(|v| Box::new(v) as EditValue)),
+                absent,
                 reply,
             },
         );

@@ -181,12 +181,18 @@ impl Shard {
                 meta,
                 create,
                 edit,
+                absent,
                 reply,
             } => {
                 let token = EditToken(self.next_edit);
                 self.next_edit += 1;
                 self.edits.insert(token, reply);
-                self.hub.handle_edit(doc, meta, create, edit, token, now);
+                if absent {
+                    self.hub
+                        .handle_edit_of_absent(doc, meta, create, edit, token, now);
+                } else {
+                    self.hub.handle_edit(doc, meta, create, edit, token, now);
+                }
             }
             ShardInput::Resync { scope, epoch } => self.hub.handle_resync(scope, epoch),
             ShardInput::Stats { reply } => {

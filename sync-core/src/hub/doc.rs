@@ -7,8 +7,8 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{ActorId, AutoCommit, ChangeHash};
 
 use super::{
-    CloseReason, ConnEntry, ConnId, Ctx, DocMeta, EditError, EditFn, EditToken, HubMessage, Output,
-    PeerInfo, ResyncScope, StorageFailure, StoreWrite, StoredDoc, TaskId,
+    CloseReason, ConnEntry, ConnId, Ctx, DocMeta, EditError, EditFn, EditToken, HubConfig,
+    HubMessage, Output, PeerInfo, ResyncScope, StorageFailure, StoreWrite, StoredDoc, TaskId,
 };
 use crate::docs::{self, DocSpec, projection::Projection};
 use crate::ids::DocumentId;
@@ -339,6 +339,25 @@ impl DocEntry {
         if !matches!(self.life, Life::Loading(t) if t == task) {
             return;
         }
+        self.take_loaded(ctx, result, now);
+    }
+
+    /// Starts the live copy of a document the caller knows is not stored, without asking
+    /// storage: the documents of an account created moments ago by the same import, whose
+    /// ids come from the account's fresh seed. Only an entry that never started loading takes
+    /// the shortcut; one loading or loaded already goes on as it was.
+    pub(crate) fn assume_absent(&mut self, ctx: &mut Ctx<'_>, now: i64) {
+        if matches!(self.life, Life::New) {
+            self.take_loaded(ctx, Ok(None), now);
+        }
+    }
+
+    fn take_loaded(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        result: Result<Option<StoredDoc>, StorageFailure>,
+        now: i64,
+    ) {
         let mut doc = AutoCommit::new().with_actor(ActorId::from(ctx.config.actor));
         match result {
             Ok(Some(stored)) => {
@@ -467,6 +486,15 @@ impl DocEntry {
                 }
             }
         }
+    }
+
+    /// Whether [`Self::tick`] has anything to do at `now`: a cheap look at the deadlines it
+    /// checks, so that the hub visits only those entries.
+    pub(crate) fn tick_due(&self, config: &HubConfig, now: i64) -> bool {
+        self.unavailable_due.is_some_and(|due| now >= due)
+            || matches!(self.life, Life::LoadFailed(at) if now >= at)
+            || self.retry_at.is_some_and(|at| now >= at)
+            || (now - self.last_active >= config.idle_evict_ms && self.is_hot())
     }
 
     pub(crate) fn tick(&mut self, ctx: &mut Ctx<'_>, now: i64) {

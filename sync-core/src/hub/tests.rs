@@ -62,6 +62,8 @@ struct Net {
     /// through `handle_sync_batch` when I/O next runs (as the server's inbox delivers them).
     batching: bool,
     pending: Vec<SyncInput>,
+    /// Loads asked of storage.
+    loads: usize,
 }
 
 impl Net {
@@ -80,6 +82,7 @@ impl Net {
             now: 1_000,
             batching: false,
             pending: Vec::new(),
+            loads: 0,
         }
     }
 
@@ -106,6 +109,7 @@ impl Net {
                 }
                 Output::Close { conn, reason } => self.closed.push((conn, reason)),
                 Output::Load { task, doc } => {
+                    self.loads += 1;
                     let result = self.storage.docs.get(&doc).map(|(meta, chunks)| StoredDoc {
                         meta: meta.clone(),
                         chunks: chunks.clone(),
@@ -542,6 +546,111 @@ fn server_edit_is_stored_then_fanned_out() {
     assert_eq!(
         preferences::theme(&net.stored_doc(id)).unwrap().as_deref(),
         Some("dark")
+    );
+}
+
+fn enroll_edit(course: &'static str) -> EditFn {
+    Box::new(move |doc| Ok(Box::new(learning::enroll(doc, course, 50)?) as EditValue))
+}
+
+#[test]
+fn edit_of_a_document_known_absent_skips_the_load_and_only_then() {
+    let mut net = Net::new();
+    let id = DocumentId::learning(&ns(ALICE));
+    let meta = DocMeta {
+        owner: Some(ALICE.into()),
+        kind: Some(docs::DocKind::Learning),
+        course_id: None,
+    };
+    net.hub.handle_edit_of_absent(
+        id,
+        meta.clone(),
+        Some(DocSpec::Learning),
+        enroll_edit("algebra"),
+        EditToken(1),
+        net.now,
+    );
+    drive(&mut net, &mut []);
+    assert_eq!(
+        net.loads, 0,
+        "nothing to load: the document was known absent"
+    );
+    let (_, result) = net.edits.pop().unwrap();
+    assert!(*result.unwrap().downcast::<bool>().unwrap());
+    assert!(
+        learning::enrollment(&net.stored_doc(id), "algebra")
+            .unwrap()
+            .is_some()
+    );
+
+    // Evicted, then edited again: the entry is new again, so only the caller knows the
+    // document is stored now (the importer claims each document once per run); the normal
+    // path loads it and keeps the first edit.
+    net.advance(HubConfig::new([9; 16]).idle_evict_ms + 1);
+    drive(&mut net, &mut []);
+    net.hub.handle_edit(
+        id,
+        meta.clone(),
+        Some(DocSpec::Learning),
+        enroll_edit("history"),
+        EditToken(2),
+        net.now,
+    );
+    drive(&mut net, &mut []);
+    assert_eq!(net.loads, 1);
+    let stored = net.stored_doc(id);
+    assert!(learning::enrollment(&stored, "algebra").unwrap().is_some());
+    assert!(learning::enrollment(&stored, "history").unwrap().is_some());
+
+    // A claim on an entry already loading changes nothing: the edit waits for the load.
+    let other = DocumentId::preferences(&ns(ALICE));
+    net.storage.docs.insert(
+        other,
+        (
+            DocMeta {
+                owner: Some(ALICE.into()),
+                kind: Some(docs::DocKind::Preferences),
+                course_id: None,
+            },
+            vec![docs::create(&DocSpec::Preferences, [1; 16]).unwrap().save()],
+        ),
+    );
+    let prefs_meta = DocMeta {
+        owner: Some(ALICE.into()),
+        kind: Some(docs::DocKind::Preferences),
+        course_id: None,
+    };
+    net.hub.handle_edit(
+        other,
+        prefs_meta.clone(),
+        Some(DocSpec::Preferences),
+        Box::new(|doc| {
+            Ok(Box::new(preferences::set(doc, "theme", &json!("dark"), 50)?) as EditValue)
+        }),
+        EditToken(3),
+        net.now,
+    );
+    net.hub.handle_edit_of_absent(
+        other,
+        prefs_meta,
+        Some(DocSpec::Preferences),
+        Box::new(|doc| {
+            Ok(Box::new(preferences::set(doc, "language", &json!("de"), 51)?) as EditValue)
+        }),
+        EditToken(4),
+        net.now,
+    );
+    drive(&mut net, &mut []);
+    assert_eq!(net.loads, 2);
+    assert!(net.edits.iter().all(|(_, r)| r.is_ok()));
+    let stored = net.stored_doc(other);
+    assert_eq!(
+        preferences::theme(&stored).unwrap().as_deref(),
+        Some("dark")
+    );
+    assert_eq!(
+        preferences::get(&stored, "language").unwrap(),
+        Some(json!("de"))
     );
 }
 

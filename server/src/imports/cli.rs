@@ -70,16 +70,13 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     } else {
         crate::store::Backend::Postgres
     };
-    let (concurrency, pool) = match backend {
-        // A dump holds a connection only for the length of a statement, and spends most of its
-        // time waiting for its documents' group commit: 32 connections served 64 dumps in
-        // flight faster than 72 (fewer PostgreSQL backends contending for the cores).
-        crate::store::Backend::Postgres => (super::CLI_CONCURRENCY_POSTGRES, 32),
-        // Every dump in flight may hold a connection, beside the writers and the run record.
-        crate::store::Backend::Sqlite => {
-            let n = super::concurrency(backend);
-            (n, n as u32 + 8)
-        }
+    // A dump holds a connection only for the length of a statement, and spends most of its
+    // time waiting for its documents' group commit: 32 PostgreSQL connections served 64 dumps
+    // in flight faster than 72 did (fewer backends contending for the cores). SQLite's store
+    // sizes its own pools.
+    let pool = match backend {
+        crate::store::Backend::Postgres => 32,
+        crate::store::Backend::Sqlite => 8,
     };
     let pool = config.db_max_connections.max(pool);
     let connected = crate::store::connect(&args.database_url, pool, "cli-import").await?;
@@ -102,7 +99,7 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
         &tracker,
     )
     .await?;
-    let importer = Importer::new(store.clone(), sync).with_concurrency(concurrency);
+    let importer = Importer::new(store.clone(), sync).with_concurrency(super::CLI_CONCURRENCY);
     let label = args
         .paths
         .iter()

@@ -39,12 +39,14 @@ pub(crate) fn concurrency(backend: Backend) -> usize {
     }
 }
 
-/// Dumps imported at once by `learnsync import` on PostgreSQL: a process of its own, so it may
-/// keep more in flight than a server that also answers requests. Most of a dump's time is spent
-/// waiting for its documents' group commit; the more dumps wait together, the more documents
-/// each commit carries (about 6 per commit at 24 dumps, 37 at 64: 4,000 dumps took 9.3 s at
-/// 24 and 8.0 s at 64; see BENCHMARKS.md, P5).
-pub(crate) const CLI_CONCURRENCY_POSTGRES: usize = 64;
+/// Dumps imported at once by `learnsync import`: a process of its own, so it may keep more in
+/// flight than a server that also answers requests. Most of a dump's time is spent waiting for
+/// its documents' group commit; the more dumps wait together, the more documents each commit
+/// carries, and the fewer commits (and, on SQLite, synced writes) the run needs. 4,000 dumps
+/// on PostgreSQL: 9.3 s at 24, 7.0 at 64, 5.9 at 256; on SQLite 11.8 s at 4, 9.3 at 32, 7.9 at
+/// 256 (BENCHMARKS.md, P5). The documents leave memory a second after their edit, so memory
+/// stays bounded (220 MB at 256).
+pub(crate) const CLI_CONCURRENCY: usize = 256;
 
 /// Dumps parsed and prepared together: their users are looked up, and their placeholders
 /// created, in one round trip and one transaction per chunk instead of two of each per dump.

@@ -19,17 +19,23 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// freeing thread allocates again: a server gone quiet otherwise keeps resident what its last
 /// burst freed (4–6 KiB per idle device at 2,000 devices, no throughput cost measured; see
 /// BENCHMARKS.md, P3). `MIMALLOC_PURGE_DELAY` in the environment still decides if it is set.
+///
+/// Only for `serve`: a batch command (an import) frees and reallocates the same memory all the
+/// time, and with it returned at once the kernel zeroed each page again on reuse (4,000-dump
+/// import 7% slower; see BENCHMARKS.md, P5). It exits soon and gives everything back then.
 fn purge_freed_memory_at_once() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: called first thing in `main`, before any other thread exists (the function is
-        // not thread-safe); it only stores the option's value.
+        // SAFETY: called in `main` before any other thread exists (the function is not
+        // thread-safe); it only stores the option's value.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     }
 }
 
 fn main() -> ExitCode {
-    purge_freed_memory_at_once();
     let cli = learnsync::cli::Cli::parse();
+    if matches!(cli.command, learnsync::cli::Command::Serve(_)) {
+        purge_freed_memory_at_once();
+    }
     learnsync::cli::init_tracing(&cli.log, cli.log_json);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -167,6 +167,16 @@ struct InFlight {
     projection: Option<Projection>,
 }
 
+/// The edit that rides on the next write: its change, its result, and the fork it ran on with
+/// the live copy's heads the fork started from.
+struct Ride {
+    token: EditToken,
+    change: Vec<u8>,
+    value: EditValue,
+    fork: AutoCommit,
+    base: Vec<ChangeHash>,
+}
+
 struct PendingEdit {
     meta: DocMeta,
     create: Option<DocSpec>,
@@ -864,7 +874,7 @@ impl DocEntry {
         };
         // Run the next edit on a fork of the live copy; edits that change nothing or fail
         // finish at once.
-        let mut ride: Option<(EditToken, Vec<u8>, EditValue, AutoCommit, Vec<ChangeHash>)> = None;
+        let mut ride: Option<Ride> = None;
         let mut write_meta = self.meta.clone();
         while ride.is_none() {
             let Some(pending) = self.edits.pop_front() else {
@@ -912,7 +922,13 @@ impl DocEntry {
                         write_meta = pending.meta.clone();
                     }
                     let change = fork.save_after(&base);
-                    ride = Some((pending.token, change, value, fork, base));
+                    ride = Some(Ride {
+                        token: pending.token,
+                        change,
+                        value,
+                        fork,
+                        base,
+                    });
                 }
             }
         }
@@ -935,7 +951,13 @@ impl DocEntry {
             return;
         }
         let (heads, projection, edit, fork) = match ride {
-            Some((token, change, value, mut fork, base)) => {
+            Some(Ride {
+                token,
+                change,
+                value,
+                mut fork,
+                base,
+            }) => {
                 changes.extend_from_slice(&change);
                 let heads = fork.get_heads();
                 let projection = project(&fork);

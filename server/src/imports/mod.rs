@@ -145,6 +145,12 @@ struct RunShared {
 impl RunShared {
     /// Whether `doc` of `user` is known to be stored nowhere, claiming it: true at most once
     /// per document, for a placeholder account this run created.
+    ///
+    /// Known limit: another import running at the same moment (a second CLI, an admin upload)
+    /// that names the same legacy user finds the placeholder once its insert commits, and may
+    /// store that user's document before this run's first edit. Both changes are stored; this
+    /// process's live copy and the projection rows it writes miss the other run's change until
+    /// the document is next loaded (the CLI evicts after a second) and written.
     fn claim_absent(&self, user: &UserRecord, doc: DocumentId) -> bool {
         let created_here = user.user.legacy_id.as_ref().is_some_and(|legacy| {
             self.placeholders

@@ -444,8 +444,15 @@ impl DocEntry {
                     && let Some((_, change, _)) = &inflight.edit
                 {
                     // The fork's change is durable now: it joins the live copy.
+                    // Equal heads are not enough: changes waiting in the live copy for their
+                    // dependencies do not show in its heads, and the fork does not have those
+                    // that arrived after it was made.
                     match inflight.fork {
-                        Some((base, fork)) if doc.get_heads() == base => **doc = fork,
+                        Some((base, fork))
+                            if doc.get_heads() == base && doc.get_missing_deps(&[]).is_empty() =>
+                        {
+                            **doc = fork
+                        }
                         _ => {
                             let _ = doc.load_incremental(change);
                         }
@@ -515,6 +522,9 @@ impl DocEntry {
             || matches!(self.life, Life::LoadFailed(at) if now >= at)
             || self.retry_at.is_some_and(|at| now >= at)
             || (now - self.last_active >= config.idle_evict_ms && self.is_hot())
+            // Left disposable by an input that does not go through the hub's `with_doc` (a
+            // disconnect removes its peers from every entry directly): the visit drops it.
+            || self.is_disposable()
     }
 
     pub(crate) fn tick(&mut self, ctx: &mut Ctx<'_>, now: i64) {

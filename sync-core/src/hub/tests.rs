@@ -549,6 +549,28 @@ fn server_edit_is_stored_then_fanned_out() {
     );
 }
 
+#[test]
+fn an_entry_evicted_while_connected_is_dropped_once_its_device_leaves() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let id = DocumentId::preferences(&ns(ALICE));
+    a.open(id, docs::create(&DocSpec::Preferences, [1; 16]).unwrap());
+    a.push(&mut net, id);
+    drive(&mut net, &mut [&mut a]);
+    // Idle: the live copy goes, the entry stays for the connected device.
+    net.advance(HubConfig::new([9; 16]).idle_evict_ms + 1);
+    drive(&mut net, &mut [&mut a]);
+    assert_eq!(net.hub.stats().known_docs, 1);
+    net.hub.handle_disconnect(ConnId(1));
+    net.run_io();
+    net.advance(100);
+    assert_eq!(
+        net.hub.stats().known_docs,
+        0,
+        "a disposable entry must not outlive the next tick"
+    );
+}
+
 fn enroll_edit(course: &'static str) -> EditFn {
     Box::new(move |doc| Ok(Box::new(learning::enroll(doc, course, 50)?) as EditValue))
 }

@@ -62,23 +62,18 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     let mut config = Config::defaults();
     config.database_url = args.database_url.clone();
     // No device is connected to this process: a document is done with once its import edit is
-    // stored. Evicted a second later instead of 30 s, a 4,000-dump run peaks at 150 MB resident
-    // instead of 380 MB, and the hub's tick no longer visits every document of the run.
+    // stored. Evicted a second later instead of 30 s, a 10,000-dump run peaks at 396 MB
+    // resident instead of 795 MB (BENCHMARKS.md, P5).
     config.idle_evict_secs = 1;
-    let backend = if args.database_url.starts_with("sqlite:") {
-        crate::store::Backend::Sqlite
+    // A dump holds a connection only for the length of a statement and spends most of its time
+    // waiting for its documents' group commit, so the dumps in flight share 32 PostgreSQL
+    // connections (32 served 64 dumps faster than 72 did: fewer backends contending for the
+    // cores). SQLite's store sizes its own pools and ignores this.
+    let pool = if args.database_url.starts_with("sqlite:") {
+        config.db_max_connections
     } else {
-        crate::store::Backend::Postgres
+        config.db_max_connections.max(32)
     };
-    // A dump holds a connection only for the length of a statement, and spends most of its
-    // time waiting for its documents' group commit: 32 PostgreSQL connections served 64 dumps
-    // in flight faster than 72 did (fewer backends contending for the cores). SQLite's store
-    // sizes its own pools.
-    let pool = match backend {
-        crate::store::Backend::Postgres => 32,
-        crate::store::Backend::Sqlite => 8,
-    };
-    let pool = config.db_max_connections.max(pool);
     let connected = crate::store::connect(&args.database_url, pool, "cli-import").await?;
     let store = connected.store();
     store.migrate().await?;

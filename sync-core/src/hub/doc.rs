@@ -157,18 +157,15 @@ struct InFlight {
     meta: DocMeta,
     /// Whether the write carries changes from peers (kept and retried if it fails).
     peer_changes: bool,
-    /// The edit whose change rides on this write: applied to the live copy only when stored.
-    edit: Option<(EditToken, Vec<u8>, EditValue)>,
-    /// The fork the edit ran on and the live copy's heads it started from. If the live copy
-    /// still has those heads once the write is stored, the fork *is* the live copy plus the
-    /// change and replaces it; applying the change again cost as much as the edit itself (for
-    /// a new document, the whole document: 11% of an import's CPU).
-    fork: Option<(Vec<ChangeHash>, AutoCommit)>,
+    /// The edit whose change rides on this write: joins the live copy only when stored.
+    edit: Option<Ride>,
     projection: Option<Projection>,
 }
 
-/// The edit that rides on the next write: its change, its result, and the fork it ran on with
-/// the live copy's heads the fork started from.
+/// An edit riding on a write: its change, its result, and the fork it ran on with the live
+/// copy's heads the fork started from. If the live copy is unchanged once the write is stored,
+/// the fork *is* the live copy plus the change and replaces it; applying the change again cost
+/// as much as the edit itself (for a new document, the whole document: 11% of an import's CPU).
 struct Ride {
     token: EditToken,
     change: Vec<u8>,
@@ -440,36 +437,29 @@ impl DocEntry {
                 self.in_storage = true;
                 self.written = true;
                 self.backoff = 0;
-                if let Life::Hot(doc) = &mut self.life
-                    && let Some((_, change, _)) = &inflight.edit
-                {
-                    // The fork's change is durable now: it joins the live copy.
-                    // Equal heads are not enough: changes waiting in the live copy for their
-                    // dependencies do not show in its heads, and the fork does not have those
-                    // that arrived after it was made.
-                    match inflight.fork {
-                        Some((base, fork))
-                            if doc.get_heads() == base && doc.get_missing_deps(&[]).is_empty() =>
-                        {
-                            **doc = fork
-                        }
-                        _ => {
-                            let _ = doc.load_incremental(change);
-                        }
-                    }
-                    for p in self.peers.values_mut() {
-                        p.owed = true;
-                    }
-                }
                 self.stored_heads = inflight.heads;
                 self.meta = inflight.meta;
                 if inflight.projection.is_some() {
                     self.projected = inflight.projection;
                 }
-                if let Some((token, _, value)) = inflight.edit {
+                if let Some(ride) = inflight.edit {
+                    if let Life::Hot(doc) = &mut self.life {
+                        // The fork's change is durable now: it joins the live copy. Equal
+                        // heads are not enough: changes waiting in the live copy for their
+                        // dependencies do not show in its heads, and the fork does not have
+                        // those that arrived after it was made.
+                        if doc.get_heads() == ride.base && doc.get_missing_deps(&[]).is_empty() {
+                            **doc = ride.fork;
+                        } else {
+                            let _ = doc.load_incremental(&ride.change);
+                        }
+                        for p in self.peers.values_mut() {
+                            p.owed = true;
+                        }
+                    }
                     ctx.outputs.push_back(Output::EditDone {
-                        token,
-                        result: Ok(value),
+                        token: ride.token,
+                        result: Ok(ride.value),
                     });
                 }
                 // The next write, or (nothing left to write) the messages owed meanwhile.
@@ -477,9 +467,9 @@ impl DocEntry {
                 self.check_unavailable(ctx, now);
             }
             Err(StorageFailure::Unavailable(why)) => {
-                if let Some((token, _, _)) = inflight.edit {
+                if let Some(ride) = inflight.edit {
                     ctx.outputs.push_back(Output::EditDone {
-                        token,
+                        token: ride.token,
                         result: Err(EditError::Storage(StorageFailure::Unavailable(why))),
                     });
                 }
@@ -493,9 +483,9 @@ impl DocEntry {
                 self.retry_at = Some(now + self.backoff);
             }
             Err(StorageFailure::Rejected(why)) => {
-                if let Some((token, _, _)) = inflight.edit {
+                if let Some(ride) = inflight.edit {
                     ctx.outputs.push_back(Output::EditDone {
-                        token,
+                        token: ride.token,
                         result: Err(EditError::Storage(StorageFailure::Rejected(why))),
                     });
                 }
@@ -522,9 +512,6 @@ impl DocEntry {
             || matches!(self.life, Life::LoadFailed(at) if now >= at)
             || self.retry_at.is_some_and(|at| now >= at)
             || (now - self.last_active >= config.idle_evict_ms && self.is_hot())
-            // Left disposable by an input that does not go through the hub's `with_doc` (a
-            // disconnect removes its peers from every entry directly): the visit drops it.
-            || self.is_disposable()
     }
 
     pub(crate) fn tick(&mut self, ctx: &mut Ctx<'_>, now: i64) {
@@ -960,25 +947,12 @@ impl DocEntry {
             self.dirty = false;
             return;
         }
-        let (heads, projection, edit, fork) = match ride {
-            Some(Ride {
-                token,
-                change,
-                value,
-                mut fork,
-                base,
-            }) => {
-                changes.extend_from_slice(&change);
-                let heads = fork.get_heads();
-                let projection = project(&fork);
-                (
-                    heads,
-                    projection,
-                    Some((token, change, value)),
-                    Some((base, fork)),
-                )
+        let (heads, projection) = match &mut ride {
+            Some(ride) => {
+                changes.extend_from_slice(&ride.change);
+                (ride.fork.get_heads(), project(&ride.fork))
             }
-            None => (doc.get_heads(), project(doc.as_ref()), None, None),
+            None => (doc.get_heads(), project(doc.as_ref())),
         };
         let delta = projection
             .as_ref()
@@ -1000,8 +974,7 @@ impl DocEntry {
             heads,
             meta: write_meta,
             peer_changes,
-            edit,
-            fork,
+            edit: ride,
             projection,
         });
     }

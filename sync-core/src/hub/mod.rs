@@ -417,6 +417,9 @@ impl Hub {
         if !saved.is_empty() {
             self.outputs.push_back(Output::SaveSyncStates(saved));
         }
+        // The entries only this connection kept (evicted while it was attached) go with it,
+        // as `with_doc` drops an entry any other input leaves disposable.
+        self.docs.retain(|_, d| !d.is_disposable());
     }
 
     /// A `sync` (`request == false`) or `request` message arrived from a connected peer.

@@ -520,11 +520,7 @@ fn server_edit_is_stored_then_fanned_out() {
     a.push(&mut net, id);
     drive(&mut net, &mut [&mut a]);
 
-    let meta = DocMeta {
-        owner: Some(ALICE.into()),
-        kind: Some(docs::DocKind::Preferences),
-        course_id: None,
-    };
+    let meta = owned(ALICE, docs::DocKind::Preferences);
     net.hub.handle_edit(
         id,
         meta,
@@ -571,6 +567,15 @@ fn an_entry_evicted_while_connected_is_dropped_once_its_device_leaves() {
     );
 }
 
+/// What a server edit of `user`'s document of `kind` says about it.
+fn owned(user: &str, kind: docs::DocKind) -> DocMeta {
+    DocMeta {
+        owner: Some(user.into()),
+        kind: Some(kind),
+        course_id: None,
+    }
+}
+
 fn enroll_edit(course: &'static str) -> EditFn {
     Box::new(move |doc| Ok(Box::new(learning::enroll(doc, course, 50)?) as EditValue))
 }
@@ -579,11 +584,7 @@ fn enroll_edit(course: &'static str) -> EditFn {
 fn edit_of_a_document_known_absent_skips_the_load_and_only_then() {
     let mut net = Net::new();
     let id = DocumentId::learning(&ns(ALICE));
-    let meta = DocMeta {
-        owner: Some(ALICE.into()),
-        kind: Some(docs::DocKind::Learning),
-        course_id: None,
-    };
+    let meta = owned(ALICE, docs::DocKind::Learning);
     net.hub.handle_edit_of_absent(
         id,
         meta.clone(),
@@ -629,19 +630,11 @@ fn edit_of_a_document_known_absent_skips_the_load_and_only_then() {
     net.storage.docs.insert(
         other,
         (
-            DocMeta {
-                owner: Some(ALICE.into()),
-                kind: Some(docs::DocKind::Preferences),
-                course_id: None,
-            },
+            owned(ALICE, docs::DocKind::Preferences),
             vec![docs::create(&DocSpec::Preferences, [1; 16]).unwrap().save()],
         ),
     );
-    let prefs_meta = DocMeta {
-        owner: Some(ALICE.into()),
-        kind: Some(docs::DocKind::Preferences),
-        course_id: None,
-    };
+    let prefs_meta = owned(ALICE, docs::DocKind::Preferences);
     net.hub.handle_edit(
         other,
         prefs_meta.clone(),
@@ -680,11 +673,7 @@ fn edit_of_a_document_known_absent_skips_the_load_and_only_then() {
 fn failed_server_edit_leaves_no_trace() {
     let mut net = Net::new();
     let id = DocumentId::preferences(&ns(ALICE));
-    let meta = DocMeta {
-        owner: Some(ALICE.into()),
-        kind: Some(docs::DocKind::Preferences),
-        course_id: None,
-    };
+    let meta = owned(ALICE, docs::DocKind::Preferences);
     net.mode = StoreMode::Fail;
     net.hub.handle_edit(
         id,
@@ -803,17 +792,9 @@ fn remote_changes_reach_local_peers() {
     let (id, mut doc) = learning_doc(ALICE, 1);
     // The document exists in storage (written by another instance).
     let bytes = doc.save();
-    net.storage.docs.insert(
-        id,
-        (
-            DocMeta {
-                owner: Some(ALICE.into()),
-                kind: Some(docs::DocKind::Learning),
-                course_id: None,
-            },
-            vec![bytes],
-        ),
-    );
+    net.storage
+        .docs
+        .insert(id, (owned(ALICE, docs::DocKind::Learning), vec![bytes]));
     b.open(id, AutoCommit::new());
     b.push(&mut net, id);
     drive(&mut net, &mut [&mut b]);
@@ -1034,11 +1015,7 @@ fn server_edits_racing_devices_leave_every_device_synced() {
                 d
             })
             .collect();
-        let meta = DocMeta {
-            owner: Some(ALICE.into()),
-            kind: Some(docs::DocKind::Preferences),
-            course_id: None,
-        };
+        let meta = owned(ALICE, docs::DocKind::Preferences);
         let mut token = 0;
         let trace = std::env::var("HUB_RACE_TRACE").is_ok();
         let steps: u64 = std::env::var("HUB_RACE_STEPS")

@@ -62,6 +62,10 @@ struct Args {
     /// P5 dumps.
     #[arg(long)]
     dumps: Option<usize>,
+    /// P5: write the dumps into this folder and keep them there (to run `learnsync import`
+    /// on them by hand, under a profiler).
+    #[arg(long)]
+    keep_dumps: Option<std::path::PathBuf>,
     /// Where to write results.
     #[arg(long, default_value = "bench/results")]
     out: std::path::PathBuf,
@@ -98,6 +102,7 @@ async fn main() -> Result<()> {
     if let Some(d) = args.dumps {
         opts.dumps = d;
     }
+    opts.keep_dumps = args.keep_dumps.clone();
     let mut report = Report {
         machine: machine(),
         command: std::env::args().collect::<Vec<_>>().join(" "),

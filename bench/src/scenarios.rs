@@ -37,6 +37,9 @@ pub struct Options {
     pub trials: usize,
     /// Legacy dumps for P5.
     pub dumps: usize,
+    /// Where P5 writes its dumps and leaves them (to profile the CLI on them by hand);
+    /// `None`: a temporary folder, removed after the run.
+    pub keep_dumps: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -54,6 +57,7 @@ impl Options {
             heavy_changes: 30,
             trials: 2,
             dumps: 40,
+            keep_dumps: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl Options {
             heavy_changes: 5_000,
             trials: 20,
             dumps: 10_000,
+            keep_dumps: None,
         }
     }
 }
@@ -625,8 +630,12 @@ async fn promote(server: &Server, user_id: &str) -> Result<()> {
 /// dump's user got their data, and importing the same dumps again changes nothing. The
 /// reference peer has no import; the row has no ratio.
 pub async fn import(opts: &Options, report: &mut Report) -> Result<()> {
-    let dir =
-        std::env::temp_dir().join(format!("ls-bench-dumps-{}", uuid::Uuid::new_v4().simple()));
+    let dir = match &opts.keep_dumps {
+        Some(dir) => dir.clone(),
+        None => {
+            std::env::temp_dir().join(format!("ls-bench-dumps-{}", uuid::Uuid::new_v4().simple()))
+        }
+    };
     std::fs::create_dir_all(&dir)?;
     let options = sync_core::import::generate::Options::default();
     let mut bytes = 0usize;
@@ -636,7 +645,9 @@ pub async fn import(opts: &Options, report: &mut Report) -> Result<()> {
         std::fs::write(dir.join(format!("dump-{seed:06}.json")), text)?;
     }
     let result = import_each_backend(opts, &dir, bytes, report).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if opts.keep_dumps.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     result
 }
 

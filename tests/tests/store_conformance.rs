@@ -1338,6 +1338,7 @@ both_backends!(
                 language: None,
                 settings: [("theme".to_string(), json!(theme))].into(),
             })),
+            likely_new: true,
         };
         let course = |owner: &str, doc: &str| DocWrite {
             doc_id: doc.into(),
@@ -1355,6 +1356,7 @@ both_backends!(
                     last_activity: Some(now),
                 },
             )),
+            likely_new: true,
         };
         let outcomes = store
             .store_writes(
@@ -1665,6 +1667,7 @@ both_backends!(
                                 course_id: None,
                                 changes: doc.save_after(&before),
                                 projection: None,
+                                likely_new: before.is_empty(),
                             }],
                             1_700_000_000_000,
                         )
@@ -1714,6 +1717,7 @@ fn plain_write(owner: &str, doc: &str, changes: Vec<u8>) -> learnsync::store::Do
         course_id: None,
         changes,
         projection: None,
+        likely_new: false,
     }
 }
 
@@ -1735,6 +1739,7 @@ fn mixed_batch(a: &str, b: &str) -> Vec<learnsync::store::DocWrite> {
                 course_id: course.map(str::to_string),
                 changes: Vec::new(),
                 projection: p,
+                likely_new: false,
             }
         };
     let prefs = |theme: &str| {
@@ -1870,11 +1875,13 @@ both_backends!(
 
         // The writer commits many writes in one transaction with a fixed number of
         // statements; the outcome, rows and projection must be those of the same writes
-        // committed one at a time, in order.
+        // committed one at a time, in order. The `likely_new` hint only changes the order of
+        // the statements: a batch that claims every document is new (wrong for three of them)
+        // and one that claims none is (wrong for the others) store the same.
         let now = 1_700_000_001_000;
         let mut states = Vec::new();
         let mut outcomes_seen = Vec::new();
-        for batched in [false, true] {
+        for (batched, likely_new) in [(false, false), (true, false), (true, true), (false, true)] {
             let (_db, store) = open(backend).await;
             let a = store
                 .create_user(&new_user(1, Role::Learner))
@@ -1896,7 +1903,10 @@ both_backends!(
                 w.projection = None;
                 store.store_writes(&[w], now).await.unwrap();
             }
-            let writes = mixed_batch(&a, &b);
+            let mut writes = mixed_batch(&a, &b);
+            for w in &mut writes {
+                w.likely_new = likely_new;
+            }
             let outcomes = if batched {
                 store.store_writes(&writes, now).await.unwrap()
             } else {
@@ -1964,8 +1974,10 @@ both_backends!(
                 "stored",
             ]
         );
-        assert_eq!(outcomes_seen[1], outcomes_seen[0]);
-        assert_eq!(states[1], states[0]);
+        for (i, (outcomes, state)) in outcomes_seen.iter().zip(&states).enumerate().skip(1) {
+            assert_eq!(outcomes, &outcomes_seen[0], "variant {i}");
+            assert_eq!(state, &states[0], "variant {i}");
+        }
         // What the projection says, spelled out once.
         let state = &states[0];
         assert!(

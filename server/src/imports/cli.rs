@@ -74,7 +74,12 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     } else {
         config.db_max_connections.max(32)
     };
-    let connected = crate::store::connect(&args.database_url, pool, "cli-import").await?;
+    // One name for this process, in the store (the origin of its change notifications) and in
+    // the sync engine (which skips notifications of its own origin). With two names, the
+    // process applied every change it stored a second time, as if another instance had sent
+    // it (10% of the import's CPU, BENCHMARKS.md P5).
+    let instance_id = format!("cli-import-{}", &uuid::Uuid::new_v4().to_string()[..8]);
+    let connected = crate::store::connect(&args.database_url, pool, &instance_id).await?;
     let store = connected.store();
     store.migrate().await?;
     let user = match &args.user {
@@ -84,11 +89,13 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
 
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let mut sync_config = SyncConfig::from_config(&config);
+    sync_config.compact_idle = false;
     let sync = SyncEngine::start(
         store.clone(),
         connected.pg_pool(),
-        SyncConfig::from_config(&config),
-        format!("cli-import-{}", &uuid::Uuid::new_v4().to_string()[..8]),
+        sync_config,
+        instance_id,
         "cli".into(),
         cancel.clone(),
         &tracker,

@@ -1267,15 +1267,21 @@ macro_rules! impl_store {
                 }
 
                 // 1. The common case in one statement: the document exists and is the writer's
-                //    (the update locks its row, as the compactor expects).
-                let all: Vec<usize> = (0..groups.len()).collect();
-                count_writes(&mut tx, &mut groups, &all, now).await?;
+                //    (the update locks its row, as the compactor expects). Documents the writer
+                //    believes new skip it and the owner lookup below: they are inserted first,
+                //    and those that turn out to exist are counted then, like a race.
+                let known: Vec<usize> = (0..groups.len()).filter(|&g| !groups[g].write.likely_new).collect();
+                count_writes(&mut tx, &mut groups, &known, now).await?;
 
                 // 2. The rest: someone else's document, or a new one.
                 let rest: Vec<usize> = (0..groups.len()).filter(|&g| groups[g].pending.is_none()).collect();
                 if !rest.is_empty() {
                     let mut owners: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-                    let ids: Vec<&str> = rest.iter().map(|&g| groups[g].write.doc_id.as_str()).collect();
+                    let ids: Vec<&str> = rest
+                        .iter()
+                        .filter(|&&g| !groups[g].write.likely_new)
+                        .map(|&g| groups[g].write.doc_id.as_str())
+                        .collect();
                     for chunk in ids.chunks(BIND_CHUNK) {
                         let mut qb = QueryBuilder::<$db>::new("SELECT id, owner_id FROM documents WHERE id IN (");
                         push_bind_list(&mut qb, chunk.iter().map(|id| id.to_string()));
@@ -1290,12 +1296,21 @@ macro_rules! impl_store {
                     // Documents another transaction created after step 1 read (its own
                     // snapshot); the writer's own are counted below like any other.
                     let mut raced: Vec<usize> = Vec::new();
+                    // A document believed new was not looked up, so a refusal decided before the
+                    // insert may be wrong for it (the row may exist and be the writer's): it is
+                    // counted with the races instead, and refused for this reason only if that
+                    // finds no row of the writer's either.
+                    let mut refused_unseen: std::collections::HashMap<usize, String> = std::collections::HashMap::new();
                     for &g in &rest {
                         let w = groups[g].write;
                         match owners.get(&w.doc_id) {
                             Some(owner) if *owner == w.owner_id => raced.push(g),
                             Some(_) => groups[g].rejected = Some("document belongs to another user".into()),
                             None => match creators.get(w.doc_id.as_str()) {
+                                Some(owner) if *owner != w.owner_id && w.likely_new => {
+                                    refused_unseen.insert(g, "document belongs to another user".into());
+                                    raced.push(g);
+                                }
                                 Some(owner) if *owner != w.owner_id => {
                                     groups[g].rejected = Some("document belongs to another user".into());
                                 }
@@ -1327,15 +1342,22 @@ macro_rules! impl_store {
                     let mut insert: Vec<usize> = Vec::new();
                     for g in create {
                         let owner = &groups[g].write.owner_id;
-                        match counts.get_mut(owner) {
-                            None => groups[g].rejected = Some("the owner no longer exists".into()),
+                        let refusal = match counts.get_mut(owner) {
+                            None => "the owner no longer exists".to_string(),
                             Some(n) if *n >= MAX_DOCS_PER_USER => {
-                                groups[g].rejected = Some(format!("a user may own at most {MAX_DOCS_PER_USER} documents"));
+                                format!("a user may own at most {MAX_DOCS_PER_USER} documents")
                             }
                             Some(n) => {
                                 *n += 1;
                                 insert.push(g);
+                                continue;
                             }
+                        };
+                        if groups[g].write.likely_new {
+                            refused_unseen.insert(g, refusal);
+                            raced.push(g);
+                        } else {
+                            groups[g].rejected = Some(refusal);
                         }
                     }
                     // Created with their counts; a document another transaction created
@@ -1372,7 +1394,11 @@ macro_rules! impl_store {
                         count_writes(&mut tx, &mut groups, &raced, now).await?;
                         for g in raced {
                             if groups[g].pending.is_none() {
-                                groups[g].rejected = Some("document belongs to another user".into());
+                                groups[g].rejected = Some(
+                                    refused_unseen
+                                        .remove(&g)
+                                        .unwrap_or_else(|| "document belongs to another user".into()),
+                                );
                             }
                         }
                     }

@@ -383,6 +383,10 @@ pub struct DocWrite {
     pub changes: Vec<u8>,
     /// Projection rows that changed.
     pub projection: Option<Projection>,
+    /// The writer believes the document has no row yet (`StoreWrite::likely_new`): the
+    /// group commit inserts its row first and skips looking for it. Correct either way; a
+    /// wrong hint costs one more statement.
+    pub likely_new: bool,
 }
 
 /// What happened to one write of a group commit.

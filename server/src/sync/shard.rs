@@ -251,6 +251,7 @@ impl Shard {
                             course_id: write.meta.course_id.clone(),
                             changes: write.changes,
                             projection: write.projection,
+                            likely_new: write.likely_new,
                         },
                     };
                     if let Err(mpsc::error::SendError(request)) = self.writer.send(request) {
@@ -284,7 +285,7 @@ impl Shard {
                         }
                     });
                 }
-                Output::Compact { doc } => self.writer.compact(doc.to_string()),
+                Output::Compact { doc } => self.writer.compact_idle(doc.to_string()),
                 Output::EditDone { token, result } => {
                     if let Some(reply) = self.edits.remove(&token) {
                         let _ = reply.send(result);

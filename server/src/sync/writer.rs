@@ -32,6 +32,8 @@ pub(crate) struct WriteRequest {
 pub(crate) struct Writers {
     queues: Arc<[mpsc::UnboundedSender<WriteRequest>]>,
     compact: mpsc::UnboundedSender<String>,
+    /// Whether documents that go idle are checked for compaction ([`super::SyncConfig`]).
+    compact_idle: bool,
 }
 
 impl Writers {
@@ -39,6 +41,7 @@ impl Writers {
     pub(crate) fn new(
         count: usize,
         compact: mpsc::UnboundedSender<String>,
+        compact_idle: bool,
     ) -> (Self, Vec<mpsc::UnboundedReceiver<WriteRequest>>) {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..count.max(1)).map(|_| mpsc::unbounded_channel()).unzip();
@@ -46,14 +49,18 @@ impl Writers {
             Self {
                 queues: senders.into(),
                 compact,
+                compact_idle,
             },
             receivers,
         )
     }
 
     /// Asks the compactor to fold a document's change rows (a no-op if it has none).
-    pub(crate) fn compact(&self, doc_id: String) {
-        let _ = self.compact.send(doc_id);
+    /// A document went idle after a write.
+    pub(crate) fn compact_idle(&self, doc_id: String) {
+        if self.compact_idle {
+            let _ = self.compact.send(doc_id);
+        }
     }
 
     /// Queues a write on its owner's writer; gives it back if the writers have stopped.

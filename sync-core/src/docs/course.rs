@@ -111,6 +111,41 @@ pub fn complete_lesson_in(
     Ok(true)
 }
 
+/// Marks several lessons of one attempt completed at `now_ms`, in one pass: the bulk import
+/// completes a course's lessons together, and looking up the `completed` map and the last
+/// activity once per lesson cost more than the puts. Per lesson id, in order: `Ok(true)` if
+/// newly completed, `Ok(false)` if it already was, `Err` for an id that is not a valid key
+/// (the others still apply). An `Err` of the whole call means the document is not a course.
+pub fn complete_lessons_in(
+    doc: &mut AutoCommit,
+    attempt_no: Option<u32>,
+    lesson_ids: &[&str],
+    now_ms: i64,
+) -> Result<Vec<Result<bool, DocError>>, DocError> {
+    let completed_map = require_map(doc, "completed", EXPECTED)?;
+    let attempt_no = attempt_no.unwrap_or_else(|| attempt(doc));
+    let mut outcomes = Vec::with_capacity(lesson_ids.len());
+    let mut wrote = false;
+    for lesson_id in lesson_ids {
+        if let Err(e) = validate_key("lesson id", lesson_id) {
+            outcomes.push(Err(e));
+            continue;
+        }
+        let key = format!("{attempt_no}/{lesson_id}");
+        if doc.get(&completed_map, key.as_str())?.is_some() {
+            outcomes.push(Ok(false));
+            continue;
+        }
+        doc.put(&completed_map, key, now_ms)?;
+        wrote = true;
+        outcomes.push(Ok(true));
+    }
+    if wrote {
+        touch(doc, now_ms)?;
+    }
+    Ok(outcomes)
+}
+
 /// Raises the current attempt's progress to `percent` (0–100). Never lowers it.
 pub fn set_progress(
     doc: &mut AutoCommit,
@@ -275,6 +310,41 @@ mod tests {
             set_progress(&mut b, 50.0, 30).unwrap(),
             ProgressOutcome::Kept { .. }
         ));
+    }
+
+    #[test]
+    fn lessons_completed_together_read_as_one_by_one() {
+        let mut one_by_one = device(1);
+        let mut together = device(2);
+        complete_lesson_in(&mut one_by_one, Some(1), "l0", 5).unwrap();
+        complete_lesson_in(&mut together, Some(1), "l0", 5).unwrap();
+        let ids = ["l1", "", "l0", "l2"];
+        let outcomes = complete_lessons_in(&mut together, Some(1), &ids, 10).unwrap();
+        assert!(matches!(
+            outcomes.as_slice(),
+            [
+                Ok(true),
+                Err(DocError::InvalidKey { .. }),
+                Ok(false),
+                Ok(true)
+            ]
+        ));
+        for id in ids {
+            let _ = complete_lesson_in(&mut one_by_one, Some(1), id, 10);
+        }
+        commit(&mut one_by_one, 10);
+        commit(&mut together, 10);
+        assert_eq!(read(&together).unwrap(), read(&one_by_one).unwrap());
+        assert_eq!(read(&together).unwrap().last_activity, Some(10));
+        // Again: nothing new, nothing written.
+        let heads = together.get_heads();
+        let again = complete_lessons_in(&mut together, Some(1), &["l1", "l2"], 20).unwrap();
+        assert!(matches!(again.as_slice(), [Ok(false), Ok(false)]));
+        commit(&mut together, 20);
+        assert_eq!(together.get_heads(), heads);
+        // Not a course document: the whole call fails.
+        let mut learning = create(&DocSpec::Learning, [3; 16]).unwrap();
+        assert!(complete_lessons_in(&mut learning, None, &["l1"], 1).is_err());
     }
 
     #[test]

@@ -966,6 +966,7 @@ impl DocEntry {
                 changes,
                 heads: heads.clone(),
                 projection: delta,
+                likely_new: !self.in_storage,
             },
         });
         self.dirty = false;

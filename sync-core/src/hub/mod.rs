@@ -142,6 +142,10 @@ pub struct StoreWrite {
     pub heads: Vec<ChangeHash>,
     /// Projection rows that changed, to write in the same transaction.
     pub projection: Option<Projection>,
+    /// The hub holds no stored copy of the document (a load found none, or the caller said
+    /// it was new): the store may try to create its row before looking for it. A hint only:
+    /// another writer may have created it meanwhile, and the store must handle either case.
+    pub likely_new: bool,
 }
 
 /// A message for one peer; the caller's session adds sender and target ids and encodes it.

@@ -124,7 +124,8 @@ impl Net {
                     self.hub.handle_loaded(task, Ok(result), self.now);
                 }
                 Output::Store { task, write } => {
-                    self.log.push(format!("store {}", write.doc));
+                    let hint = if write.likely_new { " (likely new)" } else { "" };
+                    self.log.push(format!("store {}{hint}", write.doc));
                     match self.mode {
                         StoreMode::Succeed => self.complete_store(task, write),
                         StoreMode::Hold => self.held.push((task, write)),
@@ -605,6 +606,11 @@ fn edit_of_a_document_known_absent_skips_the_load_and_only_then() {
             .unwrap()
             .is_some()
     );
+    // The write tells the store the row is likely new (it skips looking for it).
+    assert_eq!(
+        net.log.last().map(String::as_str),
+        Some(format!("store {id} (likely new)").as_str())
+    );
 
     // Evicted, then edited again: the entry is new again, so only the caller knows the
     // document is stored now (the importer claims each document once per run); the normal
@@ -621,6 +627,11 @@ fn edit_of_a_document_known_absent_skips_the_load_and_only_then() {
     );
     drive(&mut net, &mut []);
     assert_eq!(net.loads, 1);
+    assert_eq!(
+        net.log.last().map(String::as_str),
+        Some(format!("store {id}").as_str()),
+        "loaded from storage: not new"
+    );
     let stored = net.stored_doc(id);
     assert!(learning::enrollment(&stored, "algebra").unwrap().is_some());
     assert!(learning::enrollment(&stored, "history").unwrap().is_some());

@@ -238,8 +238,10 @@ impl UserImport {
         let had_state = !before.completed.is_empty() || before.progress > 0.0;
         let mut wrote = false;
         let mut notes = Vec::new();
-        for lesson in &e.completed {
-            match course::complete_lesson_in(doc, Some(LEGACY_ATTEMPT), lesson, at) {
+        let lessons: Vec<&str> = e.completed.iter().map(String::as_str).collect();
+        let completed = course::complete_lessons_in(doc, Some(LEGACY_ATTEMPT), &lessons, at)?;
+        for (lesson, outcome) in lessons.iter().zip(completed) {
+            match outcome {
                 Ok(true) => wrote = true,
                 Ok(false) => {}
                 Err(err @ (DocError::InvalidKey { .. } | DocError::InvalidValue { .. })) => {

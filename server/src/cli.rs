@@ -114,7 +114,8 @@ pub enum CliError {
 /// Sets up logging: human-readable, or JSON lines for log collectors.
 pub fn init_tracing(filter: &str, json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(log_filter(filter))
+        .unwrap_or_else(|_| EnvFilter::new(log_filter("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -217,5 +218,35 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+/// The filter actually installed: automerge's own spans are held to `warn` unless the filter
+/// names automerge. Automerge opens an `info` span for every column it parses, so at the
+/// default level each document load built and formatted dozens of spans nobody reads (5% of
+/// a bulk import's CPU, BENCHMARKS.md P5).
+fn log_filter(filter: &str) -> String {
+    if filter.contains("automerge") {
+        filter.to_string()
+    } else {
+        format!("{filter},automerge=warn")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn automerge_spans_stay_quiet_unless_asked_for() {
+        assert_eq!(log_filter("info"), "info,automerge=warn");
+        assert_eq!(
+            log_filter("learnsync=debug"),
+            "learnsync=debug,automerge=warn"
+        );
+        assert_eq!(log_filter("info,automerge=trace"), "info,automerge=trace");
+        for filter in ["info", "debug", "warn,learnsync=trace"] {
+            assert!(tracing_subscriber::EnvFilter::try_new(log_filter(filter)).is_ok());
+        }
     }
 }

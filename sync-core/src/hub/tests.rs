@@ -124,7 +124,11 @@ impl Net {
                     self.hub.handle_loaded(task, Ok(result), self.now);
                 }
                 Output::Store { task, write } => {
-                    let hint = if write.likely_new { " (likely new)" } else { "" };
+                    let hint = if write.likely_new {
+                        " (likely new)"
+                    } else {
+                        ""
+                    };
                     self.log.push(format!("store {}{hint}", write.doc));
                     match self.mode {
                         StoreMode::Succeed => self.complete_store(task, write),

@@ -1863,6 +1863,65 @@ macro_rules! impl_store {
                 );
                 qb.build().execute(&mut **tx).await.map_err(map_err)?;
             }
+            // A course whose status and progress both changed in this commit (a new enrollment
+            // and its course document, as every import writes them) gets one row write with
+            // both, instead of the two statements below one after the other. The outcome is
+            // the same: after both, the row holds the status row's fields, the progress row's
+            // fields, and a status computed from the new `doc_status` and progress.
+            let progress_of: std::collections::HashMap<(&str, &str), usize> = progress
+                .iter()
+                .enumerate()
+                .map(|(i, (owner, r))| ((*owner, r.course_id.as_str()), i))
+                .collect();
+            let mut both: Vec<(&str, &EnrollmentStatusRow, &CourseProgressRow)> = Vec::new();
+            let mut merged = vec![false; progress.len()];
+            statuses.retain(|(owner, s)| match progress_of.get(&(*owner, s.course_id.as_str())) {
+                Some(&i) => {
+                    merged[i] = true;
+                    both.push((owner, s, progress[i].1));
+                    false
+                }
+                None => true,
+            });
+            let mut merged = merged.into_iter();
+            progress.retain(|_| !merged.next().unwrap_or(false));
+            for chunk in both.chunks(BIND_CHUNK / 13) {
+                let mut qb = QueryBuilder::<$db>::new(
+                    "INSERT INTO enrollments (user_id, course_id, doc_status, status, enrolled_at, progress, completed_lessons, \
+                     completed_count, time_spent_secs, last_activity, attempt, completed_at, updated_at) ",
+                );
+                qb.push_values(chunk, |mut b, (owner, s, r)| {
+                    let done = r.progress >= 100.0;
+                    let status = match s.status {
+                        sync_core::docs::learning::Status::Unenrolled => "unenrolled",
+                        _ if done => "completed",
+                        _ => "active",
+                    };
+                    b.push_bind(owner.to_string())
+                        .push_bind(r.course_id.clone())
+                        .push_bind(s.status.as_str())
+                        .push_bind(status)
+                        .push_bind(s.enrolled_at)
+                        .push_bind(r.progress)
+                        .push_bind(serde_json::to_string(&r.completed_lessons).unwrap_or_else(|_| "[]".into()))
+                        .push_bind(r.completed_lessons.len() as i64)
+                        .push_bind(r.time_spent_secs)
+                        .push_bind(r.last_activity)
+                        .push_bind(i64::from(r.attempt))
+                        .push_bind(if done { Some(now) } else { None })
+                        .push_bind(now);
+                });
+                qb.push(
+                    " ON CONFLICT (user_id, course_id) DO UPDATE SET doc_status = excluded.doc_status, \
+                     enrolled_at = excluded.enrolled_at, progress = excluded.progress, \
+                     completed_lessons = excluded.completed_lessons, completed_count = excluded.completed_count, \
+                     time_spent_secs = excluded.time_spent_secs, last_activity = excluded.last_activity, \
+                     attempt = excluded.attempt, updated_at = excluded.updated_at, \
+                     completed_at = CASE WHEN excluded.progress >= 100 THEN COALESCE(enrollments.completed_at, excluded.updated_at) END, \
+                     status = excluded.status",
+                );
+                qb.build().execute(&mut **tx).await.map_err(map_err)?;
+            }
             for chunk in statuses.chunks(BIND_CHUNK / 6) {
                 let mut qb = QueryBuilder::<$db>::new("INSERT INTO enrollments (user_id, course_id, doc_status, status, enrolled_at, updated_at) ");
                 qb.push_values(chunk, |mut b, (owner, r)| {

@@ -631,7 +631,16 @@ async fn promote(server: &Server, user_id: &str) -> Result<()> {
 /// reference peer has no import; the row has no ratio.
 pub async fn import(opts: &Options, report: &mut Report) -> Result<()> {
     let dir = match &opts.keep_dumps {
-        Some(dir) => dir.clone(),
+        Some(dir) => {
+            // The import reads every dump in the folder: leftovers would change what is measured.
+            if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+                anyhow::bail!(
+                    "--keep-dumps {}: the folder is not empty; give a new or empty one",
+                    dir.display()
+                );
+            }
+            dir.clone()
+        }
         None => {
             std::env::temp_dir().join(format!("ls-bench-dumps-{}", uuid::Uuid::new_v4().simple()))
         }

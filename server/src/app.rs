@@ -95,7 +95,7 @@ impl Application {
         let tracker = TaskTracker::new();
         let sync = SyncEngine::start(
             store.clone(),
-            connected.pg_pool(),
+            connected.change_feed(),
             SyncConfig::from_config(&config),
             instance_id.clone(),
             local.to_string(),

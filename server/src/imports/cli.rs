@@ -74,10 +74,7 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     } else {
         config.db_max_connections.max(32)
     };
-    // One name for this process, in the store (the origin of its change notifications) and in
-    // the sync engine (which skips notifications of its own origin). With two names, the
-    // process applied every change it stored a second time, as if another instance had sent
-    // it (10% of the import's CPU, BENCHMARKS.md P5).
+    // One name for this process, in its notifications and in its instance record.
     let instance_id = format!("cli-import-{}", &uuid::Uuid::new_v4().to_string()[..8]);
     let connected = crate::store::connect(&args.database_url, pool, &instance_id).await?;
     let store = connected.store();
@@ -93,7 +90,7 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     sync_config.compact_idle = false;
     let sync = SyncEngine::start(
         store.clone(),
-        connected.pg_pool(),
+        connected.change_feed(),
         sync_config,
         instance_id,
         "cli".into(),

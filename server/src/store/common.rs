@@ -1777,6 +1777,43 @@ macro_rules! impl_store {
 
         /// Counts the groups `which` against their documents, in one statement per chunk, where
         /// the document exists and belongs to the writer; sets their `pending`.
+        /// The `enrollments` columns a course document's projection writes, in the order
+        /// [`bind_progress`] binds them.
+        const PROGRESS_COLUMNS: &str = "progress, completed_lessons, completed_count, time_spent_secs, last_activity, \
+            attempt, completed_at, updated_at";
+        /// What a course document's projection updates in an existing `enrollments` row.
+        const PROGRESS_SET: &str = "progress = excluded.progress, completed_lessons = excluded.completed_lessons, \
+            completed_count = excluded.completed_count, time_spent_secs = excluded.time_spent_secs, \
+            last_activity = excluded.last_activity, attempt = excluded.attempt, updated_at = excluded.updated_at, \
+            completed_at = CASE WHEN excluded.progress >= 100 THEN COALESCE(enrollments.completed_at, excluded.updated_at) END";
+
+        /// Binds [`PROGRESS_COLUMNS`] of one row.
+        fn bind_progress<Sep: std::fmt::Display>(
+            b: &mut sqlx::query_builder::Separated<'_, '_, $db, Sep>,
+            r: &sync_core::docs::projection::CourseProgressRow,
+            now: i64,
+        ) {
+            b.push_bind(r.progress)
+                .push_bind(serde_json::to_string(&r.completed_lessons).unwrap_or_else(|_| "[]".into()))
+                .push_bind(r.completed_lessons.len() as i64)
+                .push_bind(r.time_spent_secs)
+                .push_bind(r.last_activity)
+                .push_bind(i64::from(r.attempt))
+                .push_bind((r.progress >= 100.0).then_some(now))
+                .push_bind(now);
+        }
+
+        /// The `status` of a new `enrollments` row: unenrolled wins, then a finished course.
+        fn enrollment_status(unenrolled: bool, r: &sync_core::docs::projection::CourseProgressRow) -> &'static str {
+            if unenrolled {
+                "unenrolled"
+            } else if r.progress >= 100.0 {
+                "completed"
+            } else {
+                "active"
+            }
+        }
+
         async fn count_writes(
             tx: &mut sqlx::Transaction<'_, $db>,
             groups: &mut [WriteGroup<'_>],
@@ -1886,40 +1923,22 @@ macro_rules! impl_store {
             let mut merged = merged.into_iter();
             progress.retain(|_| !merged.next().unwrap_or(false));
             for chunk in both.chunks(BIND_CHUNK / 13) {
-                let mut qb = QueryBuilder::<$db>::new(
-                    "INSERT INTO enrollments (user_id, course_id, doc_status, status, enrolled_at, progress, completed_lessons, \
-                     completed_count, time_spent_secs, last_activity, attempt, completed_at, updated_at) ",
-                );
+                let mut qb = QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO enrollments (user_id, course_id, doc_status, status, enrolled_at, {PROGRESS_COLUMNS}) "
+                ));
                 qb.push_values(chunk, |mut b, (owner, s, r)| {
-                    let done = r.progress >= 100.0;
-                    let status = match s.status {
-                        sync_core::docs::learning::Status::Unenrolled => "unenrolled",
-                        _ if done => "completed",
-                        _ => "active",
-                    };
+                    let unenrolled = s.status == sync_core::docs::learning::Status::Unenrolled;
                     b.push_bind(owner.to_string())
                         .push_bind(r.course_id.clone())
                         .push_bind(s.status.as_str())
-                        .push_bind(status)
-                        .push_bind(s.enrolled_at)
-                        .push_bind(r.progress)
-                        .push_bind(serde_json::to_string(&r.completed_lessons).unwrap_or_else(|_| "[]".into()))
-                        .push_bind(r.completed_lessons.len() as i64)
-                        .push_bind(r.time_spent_secs)
-                        .push_bind(r.last_activity)
-                        .push_bind(i64::from(r.attempt))
-                        .push_bind(if done { Some(now) } else { None })
-                        .push_bind(now);
+                        .push_bind(enrollment_status(unenrolled, r))
+                        .push_bind(s.enrolled_at);
+                    bind_progress(&mut b, r, now);
                 });
-                qb.push(
+                qb.push(format!(
                     " ON CONFLICT (user_id, course_id) DO UPDATE SET doc_status = excluded.doc_status, \
-                     enrolled_at = excluded.enrolled_at, progress = excluded.progress, \
-                     completed_lessons = excluded.completed_lessons, completed_count = excluded.completed_count, \
-                     time_spent_secs = excluded.time_spent_secs, last_activity = excluded.last_activity, \
-                     attempt = excluded.attempt, updated_at = excluded.updated_at, \
-                     completed_at = CASE WHEN excluded.progress >= 100 THEN COALESCE(enrollments.completed_at, excluded.updated_at) END, \
-                     status = excluded.status",
-                );
+                     enrolled_at = excluded.enrolled_at, {PROGRESS_SET}, status = excluded.status"
+                ));
                 qb.build().execute(&mut **tx).await.map_err(map_err)?;
             }
             for chunk in statuses.chunks(BIND_CHUNK / 6) {
@@ -1941,34 +1960,21 @@ macro_rules! impl_store {
                 qb.build().execute(&mut **tx).await.map_err(map_err)?;
             }
             for chunk in progress.chunks(BIND_CHUNK / 12) {
-                let mut qb = QueryBuilder::<$db>::new(
-                    "INSERT INTO enrollments (user_id, course_id, doc_status, status, progress, completed_lessons, \
-                     completed_count, time_spent_secs, last_activity, attempt, completed_at, updated_at) ",
-                );
+                let mut qb = QueryBuilder::<$db>::new(format!(
+                    "INSERT INTO enrollments (user_id, course_id, doc_status, status, {PROGRESS_COLUMNS}) "
+                ));
                 qb.push_values(chunk, |mut b, (owner, r)| {
-                    let done = r.progress >= 100.0;
                     b.push_bind(owner.to_string())
                         .push_bind(r.course_id.clone())
                         .push_bind("active")
-                        .push_bind(if done { "completed" } else { "active" })
-                        .push_bind(r.progress)
-                        .push_bind(serde_json::to_string(&r.completed_lessons).unwrap_or_else(|_| "[]".into()))
-                        .push_bind(r.completed_lessons.len() as i64)
-                        .push_bind(r.time_spent_secs)
-                        .push_bind(r.last_activity)
-                        .push_bind(i64::from(r.attempt))
-                        .push_bind(if done { Some(now) } else { None })
-                        .push_bind(now);
+                        .push_bind(enrollment_status(false, r));
+                    bind_progress(&mut b, r, now);
                 });
-                qb.push(
-                    " ON CONFLICT (user_id, course_id) DO UPDATE SET progress = excluded.progress, \
-                     completed_lessons = excluded.completed_lessons, completed_count = excluded.completed_count, \
-                     time_spent_secs = excluded.time_spent_secs, last_activity = excluded.last_activity, \
-                     attempt = excluded.attempt, updated_at = excluded.updated_at, \
-                     completed_at = CASE WHEN excluded.progress >= 100 THEN COALESCE(enrollments.completed_at, excluded.updated_at) END, \
+                qb.push(format!(
+                    " ON CONFLICT (user_id, course_id) DO UPDATE SET {PROGRESS_SET}, \
                      status = CASE WHEN enrollments.doc_status = 'unenrolled' THEN 'unenrolled' \
-                                   WHEN excluded.progress >= 100 THEN 'completed' ELSE 'active' END",
-                );
+                                   WHEN excluded.progress >= 100 THEN 'completed' ELSE 'active' END"
+                ));
                 qb.build().execute(&mut **tx).await.map_err(map_err)?;
             }
             Ok(())

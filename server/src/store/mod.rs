@@ -702,10 +702,10 @@ impl Connected {
         }
     }
 
-    /// The PostgreSQL pool, for LISTEN.
-    pub fn pg_pool(&self) -> Option<sqlx::PgPool> {
+    /// The change notifications to listen to (PostgreSQL only).
+    pub fn change_feed(&self) -> Option<postgres::ChangeFeed> {
         match self {
-            Connected::Postgres(s) => Some(s.pool().clone()),
+            Connected::Postgres(s) => Some(s.change_feed()),
             Connected::Sqlite(_) => None,
         }
     }

@@ -23,6 +23,17 @@ const WALK_ROWS_PER_MATCH: i64 = 100;
 /// The longest prefix `search_prefixes` holds of a word (migration 0003).
 const PREFIX_CHARS: usize = 32;
 
+/// The notifications of a PostgreSQL store, for the change listener.
+#[derive(Clone)]
+pub struct ChangeFeed {
+    /// Where to `LISTEN`.
+    pub pool: PgPool,
+    /// The origin of this store's own notifications, which the listener skips. Taken from the
+    /// store rather than passed beside it: the import CLI once named its store and its engine
+    /// differently and applied every change it stored a second time, as another instance's.
+    pub origin: String,
+}
+
 /// A store on PostgreSQL.
 #[derive(Clone)]
 pub struct PgStore {
@@ -62,6 +73,15 @@ impl PgStore {
     /// The pool (for the session store and the change listener).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Where other instances' changes arrive, with the origin this store stamps on its own
+    /// notifications: the listener skips exactly what this store sent.
+    pub fn change_feed(&self) -> ChangeFeed {
+        ChangeFeed {
+            pool: self.pool.clone(),
+            origin: self.origin.clone(),
+        }
     }
 
     /// Where writes go: the one pool (PostgreSQL has row locks, writers run side by side).

@@ -16,12 +16,12 @@ use sync_core::hub::ResyncScope;
 use tokio_util::sync::CancellationToken;
 
 use super::{ShardInput, SyncEngine};
-use crate::store::postgres::{CHANGES_CHANNEL, EVENTS_CHANNEL};
+use crate::store::postgres::{CHANGES_CHANNEL, ChangeFeed, EVENTS_CHANNEL};
 
-pub(crate) async fn listen(engine: Arc<SyncEngine>, pool: sqlx::PgPool, cancel: CancellationToken) {
+pub(crate) async fn listen(engine: Arc<SyncEngine>, feed: ChangeFeed, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(200);
     while !cancel.is_cancelled() {
-        match run(&engine, &pool, &cancel).await {
+        match run(&engine, &feed, &cancel).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "change listener lost its connection; reconnecting");
@@ -37,10 +37,10 @@ pub(crate) async fn listen(engine: Arc<SyncEngine>, pool: sqlx::PgPool, cancel: 
 
 async fn run(
     engine: &Arc<SyncEngine>,
-    pool: &sqlx::PgPool,
+    feed: &ChangeFeed,
     cancel: &CancellationToken,
 ) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
+    let mut listener = PgListener::connect_with(&feed.pool).await?;
     listener
         .listen_all([CHANGES_CHANNEL, EVENTS_CHANNEL])
         .await?;
@@ -54,7 +54,7 @@ async fn run(
         let Some((origin, rest)) = payload.split_once('\t') else {
             continue;
         };
-        if origin == engine.instance_id() {
+        if origin == feed.origin {
             continue;
         }
         if notification.channel() == CHANGES_CHANNEL {

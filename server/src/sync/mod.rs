@@ -202,7 +202,7 @@ impl SyncEngine {
     /// housekeeping tasks; all stop when `cancel` fires (after finishing writes in flight).
     pub async fn start(
         store: Arc<dyn Store>,
-        pg_pool: Option<sqlx::PgPool>,
+        feed: Option<crate::store::postgres::ChangeFeed>,
         config: SyncConfig,
         instance_id: String,
         address: String,
@@ -271,8 +271,8 @@ impl SyncEngine {
         }
         drop(write_tx);
         drop(compact_tx);
-        if let Some(pool) = pg_pool {
-            tracker.spawn(fanout::listen(engine.clone(), pool, cancel.clone()));
+        if let Some(feed) = feed {
+            tracker.spawn(fanout::listen(engine.clone(), feed, cancel.clone()));
         }
         tracker.spawn(housekeeping(engine.clone(), address, cancel));
         Ok(engine)

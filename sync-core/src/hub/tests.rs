@@ -516,14 +516,20 @@ fn another_users_document_is_unavailable_and_never_leaks() {
     );
 }
 
-#[test]
-fn server_edit_is_stored_then_fanned_out() {
+/// Alice's device, connected, with her preferences document pushed and stored.
+fn alice_synced_preferences() -> (Net, Device, DocumentId) {
     let mut net = Net::new();
     let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
     let id = DocumentId::preferences(&ns(ALICE));
     a.open(id, docs::create(&DocSpec::Preferences, [1; 16]).unwrap());
     a.push(&mut net, id);
     drive(&mut net, &mut [&mut a]);
+    (net, a, id)
+}
+
+#[test]
+fn server_edit_is_stored_then_fanned_out() {
+    let (mut net, mut a, id) = alice_synced_preferences();
 
     let meta = owned(ALICE, docs::DocKind::Preferences);
     net.hub.handle_edit(
@@ -552,12 +558,7 @@ fn server_edit_is_stored_then_fanned_out() {
 
 #[test]
 fn an_entry_evicted_while_connected_is_dropped_once_its_device_leaves() {
-    let mut net = Net::new();
-    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
-    let id = DocumentId::preferences(&ns(ALICE));
-    a.open(id, docs::create(&DocSpec::Preferences, [1; 16]).unwrap());
-    a.push(&mut net, id);
-    drive(&mut net, &mut [&mut a]);
+    let (mut net, mut a, _) = alice_synced_preferences();
     // Idle: the live copy goes, the entry stays for the connected device.
     net.advance(HubConfig::new([9; 16]).idle_evict_ms + 1);
     drive(&mut net, &mut [&mut a]);

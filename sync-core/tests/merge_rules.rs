@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::AutoCommit;
+use automerge::{AutoCommit, ReadDoc};
 use proptest::prelude::*;
 use serde_json::json;
 use sync_core::docs::{self, DocSpec, course, learning, preferences, projection};
@@ -195,6 +195,10 @@ fn run(devices: usize, schedule: Vec<(usize, Op)>) -> Result<(), TestCaseError> 
         prop_assert_eq!(&mine, &first, "replicas read differently");
     }
 
+    for d in &ds {
+        readers_agree(d)?;
+    }
+
     let d = &ds[0];
     let p = course::read(&d.course).unwrap();
     prop_assert_eq!(p.attempt, truth.max_attempt);
@@ -221,6 +225,53 @@ fn run(devices: usize, schedule: Vec<(usize, Op)>) -> Result<(), TestCaseError> 
     match preferences::theme(&d.prefs).unwrap() {
         Some(t) => prop_assert!(truth.themes.contains(&t)),
         None => prop_assert!(truth.themes.is_empty()),
+    }
+    Ok(())
+}
+
+/// The whole-document readers (one walk per map, what every stored write's projection uses)
+/// must say what the per-key readers and Automerge's own per-key values say, conflicts
+/// included: concurrent completions read as the earliest, concurrent statuses as add-wins,
+/// concurrent settings by their writers' clocks.
+fn readers_agree(d: &Device) -> Result<(), TestCaseError> {
+    let one_by_one: Vec<learning::Enrollment> = COURSES
+        .iter()
+        .filter_map(|c| learning::enrollment(&d.index, c).unwrap())
+        .collect();
+    prop_assert_eq!(learning::enrollments(&d.index).unwrap(), one_by_one);
+
+    let all = preferences::all(&d.prefs).unwrap();
+    for key in ["theme", "volume"] {
+        prop_assert_eq!(
+            all.get(key).cloned(),
+            preferences::get(&d.prefs, key).unwrap()
+        );
+    }
+    match projection::project(&d.prefs).unwrap() {
+        Some(projection::Projection::Preferences(row)) => {
+            prop_assert_eq!(row.theme, preferences::theme(&d.prefs).unwrap());
+            prop_assert_eq!(row.language, preferences::language(&d.prefs).unwrap());
+        }
+        other => prop_assert!(false, "not a preferences row: {:?}", other),
+    }
+
+    let p = course::read(&d.course).unwrap();
+    let (_, completed) = d.course.get(automerge::ROOT, "completed").unwrap().unwrap();
+    for lesson in LESSONS {
+        let key = format!("{}/{lesson}", p.attempt);
+        let earliest = d
+            .course
+            .get_all(&completed, key.as_str())
+            .unwrap()
+            .into_iter()
+            .filter_map(|(v, _)| v.as_i64())
+            .min();
+        prop_assert_eq!(
+            p.completed.get(lesson).copied(),
+            earliest,
+            "lesson {}",
+            lesson
+        );
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ROOT, ReadDoc, ScalarValue, Value};
 
-use super::{DocError, max_f64, max_i64, min_i64, require_map, validate_key};
+use super::{DocError, as_i64, max_f64, max_i64, require_map, scalar_entries, validate_key};
 
 const EXPECTED: &str = "course";
 
@@ -62,9 +62,9 @@ pub fn read<D: ReadDoc>(doc: &D) -> Result<CourseProgress, DocError> {
     let attempt = attempt(doc);
     let prefix = format!("{attempt}/");
     let mut completed = BTreeMap::new();
-    for key in doc.keys(&completed_map) {
+    for (key, values) in scalar_entries(doc, &completed_map) {
         if let Some(lesson) = key.strip_prefix(&prefix) {
-            let at = min_i64(doc, &completed_map, &key).unwrap_or(0);
+            let at = values.iter().filter_map(as_i64).min().unwrap_or(0);
             completed.insert(lesson.to_string(), at);
         }
     }

@@ -9,7 +9,7 @@
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ReadDoc, ScalarValue};
 
-use super::{DocError, min_i64, require_map, scalars, validate_key};
+use super::{DocError, as_i64, min_i64, require_map, scalar_entries, scalars, validate_key};
 
 /// Most courses one learning index may hold (active or not); protects every replica.
 pub const MAX_ENROLLMENTS: usize = 2000;
@@ -48,33 +48,51 @@ pub struct Enrollment {
 
 /// All enrollments, sorted by course id.
 pub fn enrollments<D: ReadDoc>(doc: &D) -> Result<Vec<Enrollment>, DocError> {
-    let status = require_map(doc, "status", EXPECTED)?;
-    let mut out = Vec::new();
-    for course_id in doc.keys(&status) {
-        if let Some(e) = enrollment(doc, &course_id)? {
-            out.push(e);
-        }
-    }
+    // Both maps in one walk each (keys come in order), then joined: the same as
+    // [`enrollment`] per course, without two lookups per course.
+    let status_map = require_map(doc, "status", EXPECTED)?;
+    let enrolled_at_map = require_map(doc, "enrolled_at", EXPECTED)?;
+    let enrolled_at: std::collections::HashMap<String, Option<i64>> =
+        scalar_entries(doc, &enrolled_at_map)
+            .into_iter()
+            .map(|(course_id, values)| (course_id, values.iter().filter_map(as_i64).min()))
+            .collect();
+    let mut out: Vec<Enrollment> = scalar_entries(doc, &status_map)
+        .into_iter()
+        .filter_map(|(course_id, values)| {
+            let status = merged_status(values.iter())?;
+            let enrolled_at = enrolled_at.get(&course_id).copied().flatten();
+            Some(Enrollment {
+                course_id,
+                status,
+                enrolled_at,
+            })
+        })
+        .collect();
     out.sort_by(|a, b| a.course_id.cmp(&b.course_id));
     Ok(out)
+}
+
+/// The status concurrent values merge to: `min` picks Active over Unenrolled, so add wins.
+/// `None` when no value is a status.
+fn merged_status<'a>(values: impl Iterator<Item = &'a ScalarValue>) -> Option<Status> {
+    values
+        .filter_map(|v| match v {
+            ScalarValue::Str(s) if s == "active" => Some(Status::Active),
+            ScalarValue::Str(s) if s == "unenrolled" => Some(Status::Unenrolled),
+            _ => None,
+        })
+        .min()
 }
 
 /// One course's enrollment, if the index mentions it.
 pub fn enrollment<D: ReadDoc>(doc: &D, course_id: &str) -> Result<Option<Enrollment>, DocError> {
     let status_map = require_map(doc, "status", EXPECTED)?;
     let enrolled_at_map = require_map(doc, "enrolled_at", EXPECTED)?;
-    let statuses: Vec<Status> = scalars(doc, &status_map, course_id)
-        .into_iter()
-        .filter_map(|(v, _)| match v {
-            ScalarValue::Str(s) if s == "active" => Some(Status::Active),
-            ScalarValue::Str(s) if s == "unenrolled" => Some(Status::Unenrolled),
-            _ => None,
-        })
-        .collect();
-    let Some(status) = statuses.iter().copied().min() else {
+    let values = scalars(doc, &status_map, course_id);
+    let Some(status) = merged_status(values.iter().map(|(v, _)| v)) else {
         return Ok(None);
     };
-    // `min` picks Active over Unenrolled: add wins among concurrent values.
     Ok(Some(Enrollment {
         course_id: course_id.to_string(),
         status,

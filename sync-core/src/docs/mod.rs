@@ -343,6 +343,30 @@ fn scalars<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Vec<(ScalarValue, Obj
     }
 }
 
+/// Every key of the map `obj` with its concurrent scalar values (as [`scalars`] gives them,
+/// without their op ids), in key order, in one walk of the map. Reading key by key costs an
+/// Automerge lookup per key; a key without a conflict has exactly one visible value, which the
+/// walk already holds, so only conflicting keys pay a lookup. The projection of every stored
+/// write reads whole maps this way.
+fn scalar_entries<D: ReadDoc>(doc: &D, obj: &ObjId) -> Vec<(String, Vec<ScalarValue>)> {
+    doc.map_range(obj, ..)
+        .map(|item| {
+            let values = if item.conflict {
+                scalars(doc, obj, &item.key)
+                    .into_iter()
+                    .map(|(v, _)| v)
+                    .collect()
+            } else {
+                match Value::from(item.value) {
+                    Value::Scalar(s) => vec![s.into_owned()],
+                    Value::Object(_) => Vec::new(),
+                }
+            };
+            (item.key.into_owned(), values)
+        })
+        .collect()
+}
+
 fn as_f64(value: &ScalarValue) -> Option<f64> {
     match value {
         ScalarValue::F64(f) if f.is_finite() => Some(*f),

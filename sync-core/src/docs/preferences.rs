@@ -12,7 +12,7 @@ use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ObjId, ReadDoc, ScalarValue};
 use serde_json::Value as Json;
 
-use super::{DocError, require_map, scalars, validate_key};
+use super::{DocError, require_map, scalar_entries, scalars, validate_key};
 
 /// Largest accepted preference value (JSON text), in bytes.
 pub const MAX_VALUE_BYTES: usize = 4096;
@@ -36,10 +36,19 @@ pub fn get<D: ReadDoc>(doc: &D, key: &str) -> Result<Option<Json>, DocError> {
 pub fn all<D: ReadDoc>(doc: &D) -> Result<BTreeMap<String, Json>, DocError> {
     let settings = require_map(doc, "settings", EXPECTED)?;
     let clock = require_map(doc, "clock", EXPECTED)?;
+    // One walk of the map: a key without a conflict has one value and needs no clocks.
     let mut out = BTreeMap::new();
-    for key in doc.keys(&settings) {
-        if let Some(value) = resolve(doc, &settings, &clock, &key) {
-            out.insert(key, value);
+    for item in doc.map_range(&settings, ..) {
+        let value = if item.conflict {
+            resolve(doc, &settings, &clock, &item.key)
+        } else {
+            match automerge::Value::from(item.value) {
+                automerge::Value::Scalar(s) => from_scalar(&s),
+                automerge::Value::Object(_) => None,
+            }
+        };
+        if let Some(value) = value {
+            out.insert(item.key.into_owned(), value);
         }
     }
     Ok(out)
@@ -47,18 +56,28 @@ pub fn all<D: ReadDoc>(doc: &D) -> Result<BTreeMap<String, Json>, DocError> {
 
 /// The theme, if set and valid.
 pub fn theme<D: ReadDoc>(doc: &D) -> Result<Option<String>, DocError> {
-    Ok(match get(doc, "theme")? {
-        Some(Json::String(s)) if THEMES.contains(&s.as_str()) => Some(s),
-        _ => None,
-    })
+    Ok(valid_theme(get(doc, "theme")?.as_ref()))
 }
 
 /// The language tag, if set and valid.
 pub fn language<D: ReadDoc>(doc: &D) -> Result<Option<String>, DocError> {
-    Ok(match get(doc, "language")? {
-        Some(Json::String(s)) if is_language_tag(&s) => Some(s),
+    Ok(valid_language(get(doc, "language")?.as_ref()))
+}
+
+/// `value` as a theme, if it is one (for readers that already hold [`all`]).
+pub fn valid_theme(value: Option<&Json>) -> Option<String> {
+    match value {
+        Some(Json::String(s)) if THEMES.contains(&s.as_str()) => Some(s.clone()),
         _ => None,
-    })
+    }
+}
+
+/// `value` as a language tag, if it is one (for readers that already hold [`all`]).
+pub fn valid_language(value: Option<&Json>) -> Option<String> {
+    match value {
+        Some(Json::String(s)) if is_language_tag(s) => Some(s.clone()),
+        _ => None,
+    }
 }
 
 /// Checks a setting before it is written: key shape, value size, and the known keys' domains
@@ -163,8 +182,8 @@ pub fn keep_legacy(doc: &mut AutoCommit, key: &str, raw: &str) -> Result<bool, D
 pub fn legacy<D: ReadDoc>(doc: &D) -> Result<BTreeMap<String, String>, DocError> {
     let legacy = require_map(doc, "legacy", EXPECTED)?;
     let mut out = BTreeMap::new();
-    for key in doc.keys(&legacy) {
-        if let Some((ScalarValue::Str(s), _)) = scalars(doc, &legacy, &key).pop() {
+    for (key, mut values) in scalar_entries(doc, &legacy) {
+        if let Some(ScalarValue::Str(s)) = values.pop() {
             out.insert(key, s.to_string());
         }
     }
@@ -176,13 +195,19 @@ fn clock_key(key: &str, actor_hex: &str) -> String {
 }
 
 fn resolve<D: ReadDoc>(doc: &D, settings: &ObjId, clock: &ObjId, key: &str) -> Option<Json> {
-    let candidates = scalars(doc, settings, key);
+    let mut candidates: Vec<(Json, ObjId)> = scalars(doc, settings, key)
+        .into_iter()
+        .filter_map(|(value, id)| Some((from_scalar(&value)?, id)))
+        .collect();
+    if candidates.len() <= 1 {
+        // No rival: the clocks cannot change the answer.
+        return candidates.pop().map(|(json, _)| json);
+    }
     // (clock, op id) is a total order every replica agrees on; the op id (Lamport order) breaks
     // ties exactly as Automerge would.
     candidates
         .into_iter()
-        .filter_map(|(value, id)| {
-            let json = from_scalar(&value)?;
+        .map(|(json, id)| {
             let written_at = match &id {
                 ObjId::Id(_, actor, _) => {
                     super::max_i64(doc, clock, &clock_key(key, &actor.to_hex_string()))
@@ -190,7 +215,7 @@ fn resolve<D: ReadDoc>(doc: &D, settings: &ObjId, clock: &ObjId, key: &str) -> O
                 ObjId::Root => None,
             }
             .unwrap_or(i64::MIN);
-            Some(((written_at, id), json))
+            ((written_at, id), json)
         })
         .max_by(|(a, _), (b, _)| a.cmp(b))
         .map(|(_, json)| json)

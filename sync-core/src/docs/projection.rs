@@ -86,10 +86,12 @@ pub fn project<D: ReadDoc>(doc: &D) -> Result<Option<Projection>, DocError> {
 
 /// The preferences row of a preferences document.
 pub fn preferences_row<D: ReadDoc>(doc: &D) -> Result<PreferencesRow, DocError> {
+    // Every setting resolved once; theme and language are two of them.
+    let settings = preferences::all(doc)?;
     Ok(PreferencesRow {
-        theme: preferences::theme(doc)?,
-        language: preferences::language(doc)?,
-        settings: preferences::all(doc)?,
+        theme: preferences::valid_theme(settings.get("theme")),
+        language: preferences::valid_language(settings.get("language")),
+        settings,
     })
 }
 

@@ -990,10 +990,16 @@ both_backends!(legacy_reports_are_idempotent, |backend| async move {
     r.status = ReportStatus::Resolved;
     r.note = Some("done".into());
     r.resolved_at = Some(9);
-    assert!(store.insert_report_if_absent(&r).await.unwrap());
+    assert_eq!(
+        store.insert_legacy_rows(&[r.clone()], &[]).await.unwrap(),
+        (vec![true], vec![])
+    );
     let mut again = r.clone();
     again.id = "x2".into();
-    assert!(!store.insert_report_if_absent(&again).await.unwrap());
+    assert_eq!(
+        store.insert_legacy_rows(&[again], &[]).await.unwrap(),
+        (vec![false], vec![])
+    );
     let page = store
         .list_reports(&ReportQuery {
             limit: 10,
@@ -1121,6 +1127,105 @@ both_backends!(legacy_logs_are_idempotent, |backend| async move {
         .unwrap();
     assert_eq!(page.items.len(), 3);
 });
+
+both_backends!(
+    legacy_rows_of_many_dumps_are_written_together,
+    |backend| async move {
+        let (_db, store) = open(backend).await;
+        let legacy_report = |id: &str, legacy: &str| {
+            let mut r = new_report(id, "c1", None, 5);
+            r.legacy_id = Some(legacy.into());
+            r
+        };
+        let keyed_log = |key: Option<&str>, at: i64| {
+            let mut l = log(LogLevel::Error, "legacy", None, at);
+            l.legacy_key = key.map(str::to_string);
+            l
+        };
+        assert_eq!(
+            store
+                .insert_legacy_rows(&[legacy_report("a", "mq-1")], &[keyed_log(Some("k1"), 1)])
+                .await
+                .unwrap(),
+            (vec![true], vec![true])
+        );
+        // Stored before, new, repeated within the call (the first one counts), without a key.
+        let reports = [
+            legacy_report("b", "mq-1"),
+            legacy_report("c", "mq-2"),
+            legacy_report("d", "mq-2"),
+            legacy_report("e", "mq-3"),
+        ];
+        let logs = [
+            keyed_log(Some("k1"), 2),
+            keyed_log(Some("k2"), 3),
+            keyed_log(None, 4),
+            keyed_log(Some("k2"), 5),
+            keyed_log(None, 6),
+        ];
+        assert_eq!(
+            store.insert_legacy_rows(&reports, &logs).await.unwrap(),
+            (
+                vec![false, true, false, true],
+                vec![false, true, true, false, true]
+            )
+        );
+        let stored_reports = store
+            .list_reports(&ReportQuery {
+                limit: 100,
+                ..ReportQuery::default()
+            })
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = stored_reports.items.iter().map(|r| r.id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "c", "e"]);
+        let stored_logs = store
+            .list_logs(&LogQuery {
+                limit: 100,
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap();
+        let mut times: Vec<i64> = stored_logs.items.iter().map(|l| l.created_at.0).collect();
+        times.sort();
+        assert_eq!(times, [1, 3, 4, 6]);
+
+        // One transaction: a row the database refuses (its reporter does not exist) leaves none
+        // of the call's rows behind.
+        let mut orphan = legacy_report("f", "mq-4");
+        orphan.reporter_id = Some("nobody".into());
+        assert!(
+            store
+                .insert_legacy_rows(
+                    &[legacy_report("g", "mq-5"), orphan],
+                    &[keyed_log(Some("k9"), 7)]
+                )
+                .await
+                .is_err()
+        );
+        let after = store
+            .list_logs(&LogQuery {
+                limit: 100,
+                ..LogQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(after.items.len(), 4, "the failed call stored no log entry");
+        let after = store
+            .list_reports(&ReportQuery {
+                limit: 100,
+                ..ReportQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(after.items.len(), 3, "the failed call stored no report");
+        assert_eq!(
+            store.insert_legacy_rows(&[], &[]).await.unwrap(),
+            (vec![], vec![])
+        );
+    }
+);
 
 both_backends!(migration_runs_roundtrip, |backend| async move {
     let (_db, store) = open(backend).await;

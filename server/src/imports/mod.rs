@@ -27,6 +27,7 @@ use crate::model::{
 };
 use crate::store::{Backend, NewCourse, NewLog, NewReport, NewUser, Store, StoreError, UserRecord};
 use crate::sync::SyncEngine;
+use legacy_rows::LegacyRowWriter;
 
 /// Dumps imported at once: enough to keep the database and the hub shards busy (the writers
 /// group the documents of many dumps into one commit), few enough that a large upload does not
@@ -57,6 +58,7 @@ const LOG_SOURCE: &str = "legacy-import";
 
 pub mod cli;
 mod files;
+mod legacy_rows;
 pub mod routes;
 
 pub use files::{MAX_DUMPS, read_dumps};
@@ -125,8 +127,9 @@ pub struct Importer {
 }
 
 /// State shared by the dumps of one run.
-#[derive(Default)]
 struct RunShared {
+    /// Writes the dumps' report and log rows together.
+    legacy_rows: LegacyRowWriter,
     /// Catalog ids already handled by a dump of this run (saves a query per dump per course in
     /// bulk imports, and makes a dry run count each id once).
     courses_present: Mutex<HashSet<String>>,
@@ -143,6 +146,17 @@ struct RunShared {
 }
 
 impl RunShared {
+    fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            legacy_rows: LegacyRowWriter::start(store),
+            courses_present: Mutex::default(),
+            placeholders: Mutex::default(),
+            placeholder_docs_edited: Mutex::default(),
+            users: Mutex::default(),
+            catalog_changed: std::sync::atomic::AtomicBool::default(),
+        }
+    }
+
     /// Whether `doc` of `user` is known to be stored nowhere, claiming it: true at most once
     /// per document, for a placeholder account this run created.
     ///
@@ -226,11 +240,13 @@ impl Importer {
         mut on_progress: impl FnMut(&Progress) + Send,
     ) -> Result<MigrationRun, StoreError> {
         let total = dumps.len();
-        let shared = Arc::new(RunShared::default());
+        let shared = Arc::new(RunShared::new(self.store.clone()));
         let mut totals = Report::new();
         let mut reports = Vec::with_capacity(total);
         let mut errors = Vec::new();
         let mut users_changed: Vec<String> = Vec::new();
+        // The same users, to look up: a linear search per dump was quadratic in a bulk run.
+        let mut users_seen: HashSet<String> = HashSet::new();
         let mut failed_dumps = 0usize;
         let now = now_ms();
         let mut done = 0;
@@ -276,7 +292,7 @@ impl Importer {
             }
             totals.extend(outcome.report.keys.iter().cloned());
             for user in outcome.changed_users {
-                if !users_changed.contains(&user) {
+                if users_seen.insert(user.clone()) {
                     users_changed.push(user);
                 }
             }
@@ -566,13 +582,12 @@ impl Importer {
 
         self.import_catalog(dump, options.dry_run, shared, now, report)
             .await?;
-        self.import_reports(dump, options.dry_run, shared, now, report)
-            .await?;
-        self.import_logs(
+        self.import_reports_and_logs(
             dump,
             owner_id.as_deref(),
             &outcome.report.dump,
             options.dry_run,
+            shared,
             now,
             report,
         )
@@ -717,28 +732,25 @@ impl Importer {
         Ok(())
     }
 
-    async fn import_reports(
+    /// The dump's moderation reports and error log entries, each inserted unless a row with
+    /// its legacy id or key exists: written with the other dumps' in one transaction (a dry
+    /// run only looks them up).
+    #[allow(clippy::too_many_arguments)]
+    async fn import_reports_and_logs(
         &self,
         dump: &Dump,
+        owner_id: Option<&str>,
+        dump_name: &str,
         dry_run: bool,
         shared: &RunShared,
         now: i64,
         report: &mut Report,
     ) -> Result<(), StoreError> {
-        if dump.reports.is_empty() {
+        if dump.reports.is_empty() && dump.logs.is_empty() {
             return Ok(());
         }
-        let present: HashSet<String> = if dry_run {
-            let ids: Vec<String> = dump.reports.iter().map(|r| r.legacy_id.clone()).collect();
-            self.store
-                .legacy_rows_present(&ids, &[])
-                .await?
-                .0
-                .into_iter()
-                .collect()
-        } else {
-            HashSet::new()
-        };
+        let mut reports = Vec::with_capacity(dump.reports.len());
+        let mut decided = Vec::with_capacity(dump.reports.len());
         for r in &dump.reports {
             let mut extra = r.extra.clone();
             let reporter_id = self
@@ -761,31 +773,34 @@ impl Importer {
                     now,
                 )
                 .await?;
-            let decided = extra.contains_key("decidedIn");
-            let inserted = if dry_run {
-                !present.contains(&r.legacy_id)
-            } else {
-                self.store
-                    .insert_report_if_absent(&NewReport {
-                        id: crate::auth::routes::new_id(),
-                        course_id: r.course_id.clone(),
-                        reporter_id,
-                        reason: r.reason.clone(),
-                        details: r.details.clone(),
-                        status: match r.state {
-                            import::ReportState::Pending => ReportStatus::Pending,
-                            import::ReportState::Resolved => ReportStatus::Resolved,
-                            import::ReportState::Dismissed => ReportStatus::Dismissed,
-                        },
-                        note: r.note.clone(),
-                        resolved_by,
-                        resolved_at: r.resolved_at,
-                        legacy_id: Some(r.legacy_id.clone()),
-                        extra: Json::Object(extra),
-                        created_at: r.created_at.unwrap_or(now),
-                    })
-                    .await?
-            };
+            decided.push(extra.contains_key("decidedIn"));
+            reports.push(NewReport {
+                id: crate::auth::routes::new_id(),
+                course_id: r.course_id.clone(),
+                reporter_id,
+                reason: r.reason.clone(),
+                details: r.details.clone(),
+                status: match r.state {
+                    import::ReportState::Pending => ReportStatus::Pending,
+                    import::ReportState::Resolved => ReportStatus::Resolved,
+                    import::ReportState::Dismissed => ReportStatus::Dismissed,
+                },
+                note: r.note.clone(),
+                resolved_by,
+                resolved_at: r.resolved_at,
+                legacy_id: Some(r.legacy_id.clone()),
+                extra: Json::Object(extra),
+                created_at: r.created_at.unwrap_or(now),
+            });
+        }
+        let logs = legacy_logs(dump, owner_id, dump_name, now);
+        let (reports_new, logs_new) = if dry_run {
+            absent_rows(self.store.as_ref(), &reports, &logs).await?
+        } else {
+            shared.legacy_rows.write(reports, logs).await?
+        };
+
+        for (inserted, decided) in reports_new.into_iter().zip(decided) {
             let outcome = if inserted {
                 Outcome::Imported
             } else {
@@ -800,6 +815,14 @@ impl Importer {
                 };
                 report.record("moderationData", outcome, None);
             }
+        }
+        let total = logs_new.len() as u64;
+        let inserted = logs_new.iter().filter(|new| **new).count() as u64;
+        if inserted > 0 {
+            report.add("errorLog", Outcome::Imported, inserted, None);
+        }
+        if total > inserted {
+            report.add("errorLog", Outcome::Unchanged, total - inserted, None);
         }
         Ok(())
     }
@@ -824,60 +847,6 @@ impl Importer {
             .await?
             .id()
             .map(str::to_string))
-    }
-
-    async fn import_logs(
-        &self,
-        dump: &Dump,
-        owner_id: Option<&str>,
-        dump_name: &str,
-        dry_run: bool,
-        now: i64,
-        report: &mut Report,
-    ) -> Result<(), StoreError> {
-        if dump.logs.is_empty() {
-            return Ok(());
-        }
-        // The same entry in two users' dumps is two entries; in one user's dumps, one.
-        let scope = owner_id.unwrap_or("-");
-        let logs: Vec<NewLog> = dump
-            .logs
-            .iter()
-            .map(|l| {
-                let mut context = l.context.clone();
-                context.insert("dump".into(), Json::String(dump_name.to_string()));
-                NewLog {
-                    level: match l.level {
-                        import::LogSeverity::Debug => LogLevel::Debug,
-                        import::LogSeverity::Info => LogLevel::Info,
-                        import::LogSeverity::Warn => LogLevel::Warn,
-                        import::LogSeverity::Error => LogLevel::Error,
-                    },
-                    source: LOG_SOURCE.into(),
-                    message: truncate(&l.message, 4000),
-                    context: Some(Json::Object(context)),
-                    user_id: owner_id.map(str::to_string),
-                    request_id: None,
-                    legacy_key: Some(format!("{scope}:{}", l.fingerprint)),
-                    created_at: l.created_at.unwrap_or(now),
-                }
-            })
-            .collect();
-        let inserted = if dry_run {
-            let keys: Vec<String> = logs.iter().filter_map(|l| l.legacy_key.clone()).collect();
-            let present = self.store.legacy_rows_present(&[], &keys).await?.1.len();
-            (logs.len() - present.min(logs.len())) as u64
-        } else {
-            self.store.insert_logs(&logs).await?
-        };
-        let total = logs.len() as u64;
-        if inserted > 0 {
-            report.add("errorLog", Outcome::Imported, inserted, None);
-        }
-        if total > inserted {
-            report.add("errorLog", Outcome::Unchanged, total - inserted, None);
-        }
-        Ok(())
     }
 
     /// Applies one user's part to their documents: through the sync engine (stored, then
@@ -976,6 +945,61 @@ impl Importer {
         }
         Ok(doc)
     }
+}
+
+/// The dump's log entries as rows. The same entry in two users' dumps is two entries; in one
+/// user's dumps, one.
+fn legacy_logs(dump: &Dump, owner_id: Option<&str>, dump_name: &str, now: i64) -> Vec<NewLog> {
+    let scope = owner_id.unwrap_or("-");
+    dump.logs
+        .iter()
+        .map(|l| {
+            let mut context = l.context.clone();
+            context.insert("dump".into(), Json::String(dump_name.to_string()));
+            NewLog {
+                level: match l.level {
+                    import::LogSeverity::Debug => LogLevel::Debug,
+                    import::LogSeverity::Info => LogLevel::Info,
+                    import::LogSeverity::Warn => LogLevel::Warn,
+                    import::LogSeverity::Error => LogLevel::Error,
+                },
+                source: LOG_SOURCE.into(),
+                message: truncate(&l.message, 4000),
+                context: Some(Json::Object(context)),
+                user_id: owner_id.map(str::to_string),
+                request_id: None,
+                legacy_key: Some(format!("{scope}:{}", l.fingerprint)),
+                created_at: l.created_at.unwrap_or(now),
+            }
+        })
+        .collect()
+}
+
+/// What a real run would insert, told without writing: rows whose legacy id or key is stored
+/// already, or came earlier in the same dump, would be skipped.
+async fn absent_rows(
+    store: &dyn Store,
+    reports: &[NewReport],
+    logs: &[NewLog],
+) -> Result<legacy_rows::Inserted, StoreError> {
+    let ids: Vec<String> = reports.iter().filter_map(|r| r.legacy_id.clone()).collect();
+    let keys: Vec<String> = logs.iter().filter_map(|l| l.legacy_key.clone()).collect();
+    let (ids_present, keys_present) = store.legacy_rows_present(&ids, &keys).await?;
+    let mut seen: HashSet<String> = ids_present.into_iter().collect();
+    let reports_new = reports
+        .iter()
+        .map(|r| {
+            r.legacy_id
+                .as_ref()
+                .is_none_or(|id| seen.insert(id.clone()))
+        })
+        .collect();
+    let mut seen: HashSet<String> = keys_present.into_iter().collect();
+    let logs_new = logs
+        .iter()
+        .map(|l| l.legacy_key.as_ref().is_none_or(|k| seen.insert(k.clone())))
+        .collect();
+    Ok((reports_new, logs_new))
 }
 
 /// The account a dump's documents go to.

@@ -900,29 +900,72 @@ macro_rules! impl_store {
                 report_row(&row)
             }
 
-            async fn insert_report_if_absent(&self, r: &NewReport) -> StoreResult<bool> {
-                Ok(sqlx::query(
-                    "INSERT INTO course_reports (id, course_id, reporter_id, reason, details, status, note, \
-                     resolved_by, resolved_at, legacy_id, extra, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) ON CONFLICT (legacy_id) DO NOTHING",
-                )
-                .bind(&r.id)
-                .bind(&r.course_id)
-                .bind(&r.reporter_id)
-                .bind(&r.reason)
-                .bind(&r.details)
-                .bind(r.status.as_str())
-                .bind(&r.note)
-                .bind(&r.resolved_by)
-                .bind(r.resolved_at)
-                .bind(&r.legacy_id)
-                .bind(json_text(&r.extra))
-                .bind(r.created_at)
-                .execute(self.writes())
-                .await
-                .map_err(map_err)?
-                .rows_affected()
-                    == 1)
+            async fn insert_legacy_rows(&self, reports: &[NewReport], logs: &[NewLog]) -> StoreResult<(Vec<bool>, Vec<bool>)> {
+                if reports.is_empty() && logs.is_empty() {
+                    return Ok((Vec::new(), Vec::new()));
+                }
+                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let mut new_reports = std::collections::HashSet::new();
+                for chunk in reports.chunks(BIND_CHUNK / 12) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO course_reports (id, course_id, reporter_id, reason, details, status, note, \
+                         resolved_by, resolved_at, legacy_id, extra, created_at, updated_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.id.clone())
+                            .push_bind(r.course_id.clone())
+                            .push_bind(r.reporter_id.clone())
+                            .push_bind(r.reason.clone())
+                            .push_bind(r.details.clone())
+                            .push_bind(r.status.as_str())
+                            .push_bind(r.note.clone())
+                            .push_bind(r.resolved_by.clone())
+                            .push_bind(r.resolved_at)
+                            .push_bind(r.legacy_id.clone())
+                            .push_bind(json_text(&r.extra))
+                            .push_bind(r.created_at)
+                            .push_bind(r.created_at);
+                    });
+                    qb.push(" ON CONFLICT (legacy_id) DO NOTHING RETURNING id");
+                    for row in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
+                        new_reports.insert(row.try_get::<String, _>("id")?);
+                    }
+                }
+                let mut new_logs = std::collections::HashSet::new();
+                for chunk in logs.chunks(BIND_CHUNK / 8) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO system_logs (level, source, message, context, user_id, request_id, legacy_key, created_at) ",
+                    );
+                    qb.push_values(chunk, |mut b, l| {
+                        b.push_bind(l.level.as_str())
+                            .push_bind(l.source.clone())
+                            .push_bind(l.message.clone())
+                            .push_bind(l.context.as_ref().map(json_text))
+                            .push_bind(l.user_id.clone())
+                            .push_bind(l.request_id.clone())
+                            .push_bind(l.legacy_key.clone())
+                            .push_bind(l.created_at);
+                    });
+                    qb.push(" ON CONFLICT (legacy_key) DO NOTHING RETURNING legacy_key");
+                    for row in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
+                        if let Some(key) = row.try_get::<Option<String>, _>("legacy_key")? {
+                            new_logs.insert(key);
+                        }
+                    }
+                }
+                tx.commit().await.map_err(map_err)?;
+                // A report is known by its own fresh id. A log entry is known by its legacy key,
+                // claimed by the first entry that carries it (a later one with the same key was
+                // skipped as a conflict with it); an entry without a key cannot conflict.
+                let reports_inserted = reports.iter().map(|r| new_reports.contains(&r.id)).collect();
+                let logs_inserted = logs
+                    .iter()
+                    .map(|l| match &l.legacy_key {
+                        Some(key) => new_logs.remove(key),
+                        None => true,
+                    })
+                    .collect();
+                Ok((reports_inserted, logs_inserted))
             }
 
             async fn report(&self, id: &str) -> StoreResult<Option<Report>> {

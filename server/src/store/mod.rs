@@ -572,8 +572,16 @@ pub trait Store: Send + Sync + 'static {
     // ---- moderation -----------------------------------------------------------------------
     /// Files a report.
     async fn create_report(&self, report: &NewReport) -> StoreResult<Report>;
-    /// Inserts a legacy report unless its legacy id exists. Returns whether it was inserted.
-    async fn insert_report_if_absent(&self, report: &NewReport) -> StoreResult<bool>;
+    /// Writes the legacy reports and log entries of many imported dumps in one transaction: one
+    /// commit (on SQLite, one fsync) for all of them instead of one per dump. A report whose
+    /// legacy id, or a log entry whose legacy key, is already stored (or earlier in the same
+    /// call) is skipped. Returns, per report and per log entry in order, whether it was
+    /// inserted.
+    async fn insert_legacy_rows(
+        &self,
+        reports: &[NewReport],
+        logs: &[NewLog],
+    ) -> StoreResult<(Vec<bool>, Vec<bool>)>;
     /// A report.
     async fn report(&self, id: &str) -> StoreResult<Option<Report>>;
     /// The moderation queue.

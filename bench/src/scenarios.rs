@@ -232,8 +232,8 @@ pub async fn throughput(opts: &Options, report: &mut Report) -> Result<()> {
     } else {
         // Steps fine enough that the figure is not an artefact of the next step being 2.5x.
         vec![
-            250.0, 500.0, 1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 7_500.0, 10_000.0, 20_000.0,
-            40_000.0,
+            250.0, 500.0, 1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 7_500.0, 10_000.0, 15_000.0,
+            20_000.0, 25_000.0, 30_000.0, 40_000.0,
         ]
     };
     let mut best = Vec::new();

@@ -1224,6 +1224,28 @@ both_backends!(
             store.insert_legacy_rows(&[], &[]).await.unwrap(),
             (vec![], vec![])
         );
+
+        // More rows than one statement binds: split into several, answered as one call.
+        let many_reports: Vec<NewReport> = (0..600)
+            .map(|n| legacy_report(&format!("m{n}"), &format!("mq-m{n}")))
+            .collect();
+        let many_logs: Vec<NewLog> = (0..900)
+            .map(|n| keyed_log(Some(&format!("km{n}")), 100 + n))
+            .collect();
+        let (r, l) = store
+            .insert_legacy_rows(&many_reports, &many_logs)
+            .await
+            .unwrap();
+        assert!(r.len() == 600 && r.iter().all(|new| *new));
+        assert!(l.len() == 900 && l.iter().all(|new| *new));
+        let (r, l) = store
+            .insert_legacy_rows(&many_reports, &many_logs)
+            .await
+            .unwrap();
+        assert!(
+            r.iter().chain(&l).all(|new| !*new),
+            "all stored the first time"
+        );
     }
 );
 

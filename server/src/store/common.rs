@@ -906,7 +906,7 @@ macro_rules! impl_store {
                 }
                 let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
                 let mut new_reports = std::collections::HashSet::new();
-                for chunk in reports.chunks(BIND_CHUNK / 12) {
+                for chunk in reports.chunks(BIND_CHUNK / 13) {
                     let mut qb = QueryBuilder::<$db>::new(
                         "INSERT INTO course_reports (id, course_id, reporter_id, reason, details, status, note, \
                          resolved_by, resolved_at, legacy_id, extra, created_at, updated_at) ",

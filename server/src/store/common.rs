@@ -933,20 +933,8 @@ macro_rules! impl_store {
                 }
                 let mut new_logs = std::collections::HashSet::new();
                 for chunk in logs.chunks(BIND_CHUNK / 8) {
-                    let mut qb = QueryBuilder::<$db>::new(
-                        "INSERT INTO system_logs (level, source, message, context, user_id, request_id, legacy_key, created_at) ",
-                    );
-                    qb.push_values(chunk, |mut b, l| {
-                        b.push_bind(l.level.as_str())
-                            .push_bind(l.source.clone())
-                            .push_bind(l.message.clone())
-                            .push_bind(l.context.as_ref().map(json_text))
-                            .push_bind(l.user_id.clone())
-                            .push_bind(l.request_id.clone())
-                            .push_bind(l.legacy_key.clone())
-                            .push_bind(l.created_at);
-                    });
-                    qb.push(" ON CONFLICT (legacy_key) DO NOTHING RETURNING legacy_key");
+                    let mut qb = insert_logs_query(chunk);
+                    qb.push(" RETURNING legacy_key");
                     for row in qb.build().fetch_all(&mut *tx).await.map_err(map_err)? {
                         if let Some(key) = row.try_get::<Option<String>, _>("legacy_key")? {
                             new_logs.insert(key);
@@ -1040,20 +1028,7 @@ macro_rules! impl_store {
                 }
                 let mut inserted = 0;
                 for chunk in logs.chunks(500) {
-                    let mut qb = QueryBuilder::<$db>::new(
-                        "INSERT INTO system_logs (level, source, message, context, user_id, request_id, legacy_key, created_at) ",
-                    );
-                    qb.push_values(chunk, |mut b, l| {
-                        b.push_bind(l.level.as_str())
-                            .push_bind(l.source.clone())
-                            .push_bind(l.message.clone())
-                            .push_bind(l.context.as_ref().map(json_text))
-                            .push_bind(l.user_id.clone())
-                            .push_bind(l.request_id.clone())
-                            .push_bind(l.legacy_key.clone())
-                            .push_bind(l.created_at);
-                    });
-                    qb.push(" ON CONFLICT (legacy_key) DO NOTHING");
+                    let mut qb = insert_logs_query(chunk);
                     inserted += qb.build().execute(self.writes()).await.map_err(map_err)?.rows_affected();
                 }
                 Ok(inserted)
@@ -1807,6 +1782,25 @@ macro_rules! impl_store {
             rejected: Option<String>,
         }
 
+        /// The insert of log entries, skipping those whose legacy key is stored already.
+        fn insert_logs_query(logs: &[NewLog]) -> QueryBuilder<'static, $db> {
+            let mut qb = QueryBuilder::<$db>::new(
+                "INSERT INTO system_logs (level, source, message, context, user_id, request_id, legacy_key, created_at) ",
+            );
+            qb.push_values(logs, |mut b, l| {
+                b.push_bind(l.level.as_str())
+                    .push_bind(l.source.clone())
+                    .push_bind(l.message.clone())
+                    .push_bind(l.context.as_ref().map(json_text))
+                    .push_bind(l.user_id.clone())
+                    .push_bind(l.request_id.clone())
+                    .push_bind(l.legacy_key.clone())
+                    .push_bind(l.created_at);
+            });
+            qb.push(" ON CONFLICT (legacy_key) DO NOTHING");
+            qb
+        }
+
         /// Binds `items` as a comma-separated list (the inside of an `IN (…)`).
         fn push_bind_list<'a, T>(qb: &mut QueryBuilder<'a, $db>, items: impl IntoIterator<Item = T>)
         where
@@ -1818,8 +1812,6 @@ macro_rules! impl_store {
             }
         }
 
-        /// Counts the groups `which` against their documents, in one statement per chunk, where
-        /// the document exists and belongs to the writer; sets their `pending`.
         /// The `enrollments` columns a course document's projection writes, in the order
         /// [`bind_progress`] binds them.
         const PROGRESS_COLUMNS: &str = "progress, completed_lessons, completed_count, time_spent_secs, last_activity, \
@@ -1857,6 +1849,8 @@ macro_rules! impl_store {
             }
         }
 
+        /// Counts the groups `which` against their documents, in one statement per chunk, where
+        /// the document exists and belongs to the writer; sets their `pending`.
         async fn count_writes(
             tx: &mut sqlx::Transaction<'_, $db>,
             groups: &mut [WriteGroup<'_>],

@@ -99,16 +99,9 @@ pub fn complete_lesson_in(
     lesson_id: &str,
     now_ms: i64,
 ) -> Result<bool, DocError> {
-    validate_key("lesson id", lesson_id)?;
-    let completed_map = require_map(doc, "completed", EXPECTED)?;
-    let attempt_no = attempt_no.unwrap_or_else(|| attempt(doc));
-    let key = format!("{attempt_no}/{lesson_id}");
-    if doc.get(&completed_map, key.as_str())?.is_some() {
-        return Ok(false);
-    }
-    doc.put(&completed_map, key, now_ms)?;
-    touch(doc, now_ms)?;
-    Ok(true)
+    complete_lessons_in(doc, attempt_no, &[lesson_id], now_ms)?
+        .pop()
+        .unwrap_or(Ok(false))
 }
 
 /// Marks several lessons of one attempt completed at `now_ms`, in one pass: the bulk import

@@ -36,19 +36,16 @@ pub fn get<D: ReadDoc>(doc: &D, key: &str) -> Result<Option<Json>, DocError> {
 pub fn all<D: ReadDoc>(doc: &D) -> Result<BTreeMap<String, Json>, DocError> {
     let settings = require_map(doc, "settings", EXPECTED)?;
     let clock = require_map(doc, "clock", EXPECTED)?;
-    // One walk of the map: a key without a conflict has one value and needs no clocks.
+    // One walk of the map: a key with a single value needs no clocks.
     let mut out = BTreeMap::new();
-    for item in doc.map_range(&settings, ..) {
-        let value = if item.conflict {
-            resolve(doc, &settings, &clock, &item.key)
-        } else {
-            match automerge::Value::from(item.value) {
-                automerge::Value::Scalar(s) => from_scalar(&s),
-                automerge::Value::Object(_) => None,
-            }
+    for (key, values) in scalar_entries(doc, &settings) {
+        let value = match values.as_slice() {
+            [] => None,
+            [one] => from_scalar(one),
+            _ => resolve(doc, &settings, &clock, &key),
         };
         if let Some(value) = value {
-            out.insert(item.key.into_owned(), value);
+            out.insert(key, value);
         }
     }
     Ok(out)

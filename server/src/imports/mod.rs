@@ -252,8 +252,10 @@ impl Importer {
         let mut done = 0;
         let mut last_saved = std::time::Instant::now();
         let mut progress_save: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
-        // Chunk by chunk, without a barrier between chunks: the next chunk is parsed and its
-        // users prepared as soon as the dumps in flight leave room for its first dump.
+        // Chunk by chunk, prepared ahead: a task of its own parses the next chunk and prepares
+        // its users (a read and, for placeholders, a write that queues behind the document
+        // commits) while the dumps of the chunk before it are imported. Prepared inline, the
+        // dumps in flight drained at every chunk boundary while that write waited.
         let mut chunks: Vec<Vec<DumpInput>> = Vec::new();
         let mut inputs = dumps.into_iter();
         loop {
@@ -263,18 +265,26 @@ impl Importer {
             }
             chunks.push(chunk);
         }
-        let prepared = futures_util::stream::iter(chunks)
-            .then(|chunk| {
-                let shared = shared.clone();
-                let this = self.clone();
-                let options = options.clone();
-                async move {
+        let (ready, ready_rx) = tokio::sync::mpsc::channel(1);
+        let preparer = tokio::spawn({
+            let shared = shared.clone();
+            let this = self.clone();
+            let options = options.clone();
+            async move {
+                for chunk in chunks {
                     let parsed = parse_all(chunk).await;
                     this.prefetch_users(&parsed, &options, &shared, now).await;
-                    futures_util::stream::iter(parsed)
+                    if ready.send(parsed).await.is_err() {
+                        break;
+                    }
                 }
-            })
-            .flatten();
+            }
+        });
+        let prepared = futures_util::stream::unfold(ready_rx, |mut ready_rx| async move {
+            let parsed = ready_rx.recv().await?;
+            Some((futures_util::stream::iter(parsed), ready_rx))
+        })
+        .flatten();
         let results = prepared
             .map(|(name, dump)| {
                 let shared = shared.clone();
@@ -322,6 +332,13 @@ impl Importer {
             && let Ok(Err(e)) = save.await
         {
             tracing::warn!(error = %e, "import progress not saved");
+        }
+        // Every dump was handed over unless the preparing task died (a bug): then say so
+        // rather than report a run that silently skipped dumps.
+        if let Err(e) = preparer.await {
+            return Err(StoreError::Invalid(format!(
+                "preparing the dumps failed after {done} of {total}: {e}"
+            )));
         }
 
         let failed_keys = totals.count(Outcome::Failed);

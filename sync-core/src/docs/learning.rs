@@ -109,10 +109,7 @@ pub fn enroll(doc: &mut AutoCommit, course_id: &str, enrolled_at: i64) -> Result
     let enrolled_at_map = require_map(doc, "enrolled_at", EXPECTED)?;
     let current = enrollment(doc, course_id)?;
     if current.is_none() && doc.length(&status_map) >= MAX_ENROLLMENTS {
-        return Err(DocError::InvalidValue {
-            field: "course id".into(),
-            reason: format!("a user may have at most {MAX_ENROLLMENTS} enrollments"),
-        });
+        return Err(too_many_enrollments());
     }
     let mut changed = false;
     // Write `active` also when a concurrent conflict is present but already reads as active?
@@ -126,6 +123,43 @@ pub fn enroll(doc: &mut AutoCommit, course_id: &str, enrolled_at: i64) -> Result
         changed = true;
     }
     Ok(changed)
+}
+
+/// Enrolls in several courses the index does not mention, each with its `enrolled_at`, in one
+/// pass: the maps are looked up once, not twice per course, and nothing is read back. Callers
+/// pass only courses for which [`enrollment`] is `None` (the legacy import reads the whole
+/// index once with [`enrollments`]); for those it writes what [`enroll`] would. One answer per
+/// course: refused ids and courses past [`MAX_ENROLLMENTS`] are refused alone.
+pub fn enroll_absent(
+    doc: &mut AutoCommit,
+    courses: &[(&str, i64)],
+) -> Result<Vec<Result<(), DocError>>, DocError> {
+    let status_map = require_map(doc, "status", EXPECTED)?;
+    let enrolled_at_map = require_map(doc, "enrolled_at", EXPECTED)?;
+    let mut count = doc.length(&status_map);
+    let mut outcomes = Vec::with_capacity(courses.len());
+    for &(course_id, enrolled_at) in courses {
+        if let Err(e) = validate_key("course id", course_id) {
+            outcomes.push(Err(e));
+            continue;
+        }
+        if count >= MAX_ENROLLMENTS {
+            outcomes.push(Err(too_many_enrollments()));
+            continue;
+        }
+        doc.put(&status_map, course_id, Status::Active.as_str())?;
+        doc.put(&enrolled_at_map, course_id, enrolled_at)?;
+        count += 1;
+        outcomes.push(Ok(()));
+    }
+    Ok(outcomes)
+}
+
+fn too_many_enrollments() -> DocError {
+    DocError::InvalidValue {
+        field: "course id".into(),
+        reason: format!("a user may have at most {MAX_ENROLLMENTS} enrollments"),
+    }
 }
 
 /// Unenrolls from `course_id`. The course stays in the index with status `unenrolled`; its
@@ -188,6 +222,37 @@ mod tests {
             assert_eq!(e.status, Status::Active);
             assert_eq!(e.enrolled_at, Some(100));
         }
+    }
+
+    /// `enroll_absent` writes what `enroll` writes, course by course, for courses the index
+    /// lacks; a refused id or the cap refuses only its own course.
+    #[test]
+    fn enroll_absent_matches_enroll_and_refuses_alone() {
+        let mut one_by_one = device(1);
+        let mut together = device(1);
+        enroll(&mut one_by_one, "c1", 100).unwrap();
+        enroll(&mut one_by_one, "c3", 300).unwrap();
+        let outcomes =
+            enroll_absent(&mut together, &[("c1", 100), ("", 200), ("c3", 300)]).unwrap();
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok());
+        assert!(matches!(outcomes[1], Err(DocError::InvalidKey { .. })));
+        assert_eq!(
+            enrollments(&together).unwrap(),
+            enrollments(&one_by_one).unwrap()
+        );
+
+        let mut full = device(2);
+        let courses: Vec<String> = (0..MAX_ENROLLMENTS).map(|n| format!("c{n}")).collect();
+        let dates: Vec<(&str, i64)> = courses.iter().map(|c| (c.as_str(), 1)).collect();
+        assert!(
+            enroll_absent(&mut full, &dates)
+                .unwrap()
+                .iter()
+                .all(Result::is_ok)
+        );
+        let past = enroll_absent(&mut full, &[("one-more", 1)]).unwrap();
+        assert!(matches!(past[0], Err(DocError::InvalidValue { .. })));
+        assert_eq!(enrollments(&full).unwrap().len(), MAX_ENROLLMENTS);
     }
 
     #[test]

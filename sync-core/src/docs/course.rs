@@ -82,6 +82,21 @@ pub fn read<D: ReadDoc>(doc: &D) -> Result<CourseProgress, DocError> {
     })
 }
 
+/// Whether the current attempt has a completed lesson or any progress: what [`read`] shows as
+/// a non-empty `completed` or a `progress` above zero, without reading everything else (the
+/// legacy import asks it of every course document it writes, and [`read`] was a tenth of the
+/// import's work).
+pub fn has_progress<D: ReadDoc>(doc: &D) -> Result<bool, DocError> {
+    let completed_map = require_map(doc, "completed", EXPECTED)?;
+    let progress_map = require_map(doc, "progress", EXPECTED)?;
+    let attempt = attempt(doc);
+    let prefix = format!("{attempt}/");
+    if doc.keys(&completed_map).any(|key| key.starts_with(&prefix)) {
+        return Ok(true);
+    }
+    Ok(max_f64(doc, &progress_map, &attempt.to_string()).is_some_and(|p| p > 0.0))
+}
+
 /// Marks a lesson of the current attempt completed at `now_ms`. Idempotent: returns `false` if
 /// it already was.
 pub fn complete_lesson(
@@ -378,6 +393,32 @@ mod tests {
         commit(&mut doc, 4);
         let p = read(&doc).unwrap();
         assert_eq!((p.attempt, p.progress), (2, 0.0));
+    }
+
+    /// `has_progress` says what `read` says of the current attempt, through a lesson, progress,
+    /// a restart (earlier attempts do not count) and a lesson of the new attempt.
+    #[test]
+    fn has_progress_agrees_with_read() {
+        let agrees = |doc: &AutoCommit| {
+            let p = read(doc).unwrap();
+            let expected = !p.completed.is_empty() || p.progress > 0.0;
+            assert_eq!(has_progress(doc).unwrap(), expected, "{p:?}");
+            expected
+        };
+        let mut doc = device(1);
+        assert!(!agrees(&doc));
+        set_progress(&mut doc, 10.0, 1).unwrap();
+        assert!(agrees(&doc));
+        restart(&mut doc, 2).unwrap();
+        assert!(!agrees(&doc));
+        complete_lesson_in(&mut doc, Some(1), "l1", 3).unwrap();
+        assert!(!agrees(&doc));
+        complete_lesson(&mut doc, "l2", 4).unwrap();
+        assert!(agrees(&doc));
+        let mut other = device(2);
+        complete_lesson(&mut other, "l1", 5).unwrap();
+        assert!(agrees(&other));
+        assert!(has_progress(&create(&DocSpec::Learning, [3; 16]).unwrap()).is_err());
     }
 
     #[test]

@@ -247,8 +247,7 @@ impl UserImport {
             e.sources.first().copied().unwrap_or("userEnrollments")
         );
         let at = e.last_activity.or(e.enrolled_at).unwrap_or(now_ms);
-        let before = course::read(doc)?;
-        let had_state = !before.completed.is_empty() || before.progress > 0.0;
+        let had_state = course::has_progress(doc)?;
         let mut wrote = false;
         let mut notes = Vec::new();
         let lessons: Vec<&str> = e.completed.iter().map(String::as_str).collect();

@@ -158,6 +158,17 @@ pub fn remove(doc: &mut AutoCommit, key: &str) -> Result<bool, DocError> {
 /// Idempotent: an identical value is not written again; a different value for the same key is
 /// kept beside it under `"<key>@<n>"`. Returns whether anything was written.
 pub fn keep_legacy(doc: &mut AutoCommit, key: &str, raw: &str) -> Result<bool, DocError> {
+    Ok(keep_legacy_in(doc, key, raw)?.is_some())
+}
+
+/// [`keep_legacy`], answering with the slot written (`key` or `"<key>@<n>"`), if any: a caller
+/// that holds the legacy map (the import, which keeps many values in a row) adds the slot to
+/// its copy instead of reading the whole map again after every value.
+pub fn keep_legacy_in(
+    doc: &mut AutoCommit,
+    key: &str,
+    raw: &str,
+) -> Result<Option<String>, DocError> {
     let legacy = require_map(doc, "legacy", EXPECTED)?;
     let mut slot = key.to_string();
     for n in 2.. {
@@ -166,13 +177,13 @@ pub fn keep_legacy(doc: &mut AutoCommit, key: &str, raw: &str) -> Result<bool, D
             Some((automerge::Value::Scalar(s), _))
                 if s.as_ref() == &ScalarValue::Str(raw.into()) =>
             {
-                return Ok(false);
+                return Ok(None);
             }
             Some(_) => slot = format!("{key}@{n}"),
         }
     }
-    doc.put(&legacy, slot, raw)?;
-    Ok(true)
+    doc.put(&legacy, slot.as_str(), raw)?;
+    Ok(Some(slot))
 }
 
 /// The raw legacy values kept by [`keep_legacy`].
@@ -346,6 +357,29 @@ mod tests {
             Some("another")
         );
         assert!(!keep_legacy(&mut doc, "someOtherAppKey", "another").unwrap());
+    }
+
+    /// The import keeps its copy of the legacy map by adding the slots `keep_legacy_in` names;
+    /// that copy must equal the map read back.
+    #[test]
+    fn the_slots_named_rebuild_the_legacy_map() {
+        let mut doc = device(1);
+        let mut copy = legacy(&doc).unwrap();
+        for (key, raw) in [
+            ("a", "1"),
+            ("a", "1"),
+            ("a", "2"),
+            ("b", "1"),
+            ("a", "3"),
+            ("a", "2"),
+        ] {
+            if let Some(slot) = keep_legacy_in(&mut doc, key, raw).unwrap() {
+                copy.insert(slot, raw.to_string());
+            }
+            assert_eq!(copy, legacy(&doc).unwrap());
+        }
+        assert_eq!(copy.get("a@3").map(String::as_str), Some("3"));
+        assert_eq!(copy.len(), 4);
     }
 
     #[test]

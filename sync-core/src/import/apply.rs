@@ -308,7 +308,10 @@ fn keep(
     if legacy_holds(legacy, key, raw) {
         return Ok(());
     }
-    preferences::keep_legacy(doc, key, raw)?;
-    *legacy = preferences::legacy(doc)?;
+    // The map after the put is the map before it plus the slot written (`legacy` reads each
+    // key's winning value, and the put leaves `raw` the only one): no need to read it again.
+    if let Some(slot) = preferences::keep_legacy_in(doc, key, raw)? {
+        legacy.insert(slot, raw.to_string());
+    }
     Ok(())
 }

@@ -105,20 +105,23 @@ pub fn enrollment<D: ReadDoc>(doc: &D, course_id: &str) -> Result<Option<Enrollm
 /// was written.
 pub fn enroll(doc: &mut AutoCommit, course_id: &str, enrolled_at: i64) -> Result<bool, DocError> {
     validate_key("course id", course_id)?;
+    let Some(current) = enrollment(doc, course_id)? else {
+        // A new course: written as the bulk path writes it, under the same cap.
+        return enroll_absent(doc, &[(course_id, enrolled_at)])?
+            .pop()
+            .unwrap_or(Ok(()))
+            .map(|()| true);
+    };
     let status_map = require_map(doc, "status", EXPECTED)?;
     let enrolled_at_map = require_map(doc, "enrolled_at", EXPECTED)?;
-    let current = enrollment(doc, course_id)?;
-    if current.is_none() && doc.length(&status_map) >= MAX_ENROLLMENTS {
-        return Err(too_many_enrollments());
-    }
     let mut changed = false;
     // Write `active` also when a concurrent conflict is present but already reads as active?
     // No: add wins already makes it read active, and writing would only add noise.
-    if current.as_ref().map(|e| e.status) != Some(Status::Active) {
+    if current.status != Status::Active {
         doc.put(&status_map, course_id, Status::Active.as_str())?;
         changed = true;
     }
-    if current.and_then(|e| e.enrolled_at).is_none() {
+    if current.enrolled_at.is_none() {
         doc.put(&enrolled_at_map, course_id, enrolled_at)?;
         changed = true;
     }
@@ -128,7 +131,7 @@ pub fn enroll(doc: &mut AutoCommit, course_id: &str, enrolled_at: i64) -> Result
 /// Enrolls in several courses the index does not mention, each with its `enrolled_at`, in one
 /// pass: the maps are looked up once, not twice per course, and nothing is read back. Callers
 /// pass only courses for which [`enrollment`] is `None` (the legacy import reads the whole
-/// index once with [`enrollments`]); for those it writes what [`enroll`] would. One answer per
+/// index once with [`enrollments`]; [`enroll`] comes here for a new course). One answer per
 /// course: refused ids and courses past [`MAX_ENROLLMENTS`] are refused alone.
 pub fn enroll_absent(
     doc: &mut AutoCommit,
@@ -144,7 +147,10 @@ pub fn enroll_absent(
             continue;
         }
         if count >= MAX_ENROLLMENTS {
-            outcomes.push(Err(too_many_enrollments()));
+            outcomes.push(Err(DocError::InvalidValue {
+                field: "course id".into(),
+                reason: format!("a user may have at most {MAX_ENROLLMENTS} enrollments"),
+            }));
             continue;
         }
         doc.put(&status_map, course_id, Status::Active.as_str())?;
@@ -153,13 +159,6 @@ pub fn enroll_absent(
         outcomes.push(Ok(()));
     }
     Ok(outcomes)
-}
-
-fn too_many_enrollments() -> DocError {
-    DocError::InvalidValue {
-        field: "course id".into(),
-        reason: format!("a user may have at most {MAX_ENROLLMENTS} enrollments"),
-    }
 }
 
 /// Unenrolls from `course_id`. The course stays in the index with status `unenrolled`; its

@@ -207,7 +207,8 @@ impl Session {
         Json::Array(out)
     }
 
-    /// Whether every document is known to be stored on the server.
+    /// Whether the server holds every document as this device does (everything this device
+    /// wrote is stored there).
     pub fn synced(&self) -> bool {
         self.client.status() == client::SyncStatus::Synced
     }

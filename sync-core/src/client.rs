@@ -38,7 +38,9 @@ pub enum SyncStatus {
     Connecting,
     /// Connected; some document still differs from the server's copy.
     Syncing,
-    /// Connected and every document is known to be on the server.
+    /// Connected, and the server holds every document as this device does: everything this
+    /// device wrote is stored there (a change from another device may still be in its
+    /// author's write: the server forwards changes before their commit).
     Synced,
 }
 
@@ -270,13 +272,46 @@ impl Client {
         self.docs.get(doc).map(|d| &d.doc)
     }
 
-    /// The heads the server last reported for `doc`: every change they cover is stored on the
-    /// server (it acknowledges nothing before storing it). Empty when not known.
+    /// The heads the server last reported for `doc`. The server reports a device's own changes
+    /// only once they are stored, but forwards other devices' changes as soon as it has them,
+    /// so these heads may cover changes not stored yet: what the server has acknowledged to
+    /// this device is [`Client::acknowledged`]. Empty when not known.
     pub fn server_heads(&self, doc: &DocumentId) -> Vec<ChangeHash> {
         self.docs
             .get(doc)
             .and_then(|d| d.state.their_heads.clone())
             .unwrap_or_default()
+    }
+
+    /// The changes this device wrote (its actor's) to `doc` that the server has acknowledged:
+    /// those the server's last reported heads cover. The server reports them only after it
+    /// stored them, so each is durable there; another device's changes the heads cover may
+    /// not be (the server forwards them before its write commits, and their author keeps
+    /// them until it is told they are stored).
+    pub fn acknowledged(&mut self, doc: &DocumentId) -> Vec<ChangeHash> {
+        let actor = automerge::ActorId::from(self.config.actor);
+        let Some(d) = self.docs.get_mut(doc) else {
+            return Vec::new();
+        };
+        let Some(server) = d.state.their_heads.clone() else {
+            return Vec::new();
+        };
+        let doc = d.doc.document();
+        // Heads this copy does not hold yet cover nothing it could have written.
+        let known: Vec<ChangeHash> = server
+            .into_iter()
+            .filter(|h| automerge::ReadDoc::get_change_by_hash(doc, h).is_some())
+            .collect();
+        if known.is_empty() {
+            return Vec::new();
+        }
+        let after: std::collections::HashSet<ChangeHash> =
+            doc.get_changes(&known).iter().map(|c| c.hash()).collect();
+        doc.get_changes(&[])
+            .iter()
+            .filter(|c| c.actor_id() == &actor && !after.contains(&c.hash()))
+            .map(|c| c.hash())
+            .collect()
     }
 
     /// The heads of a document as this device has it.

@@ -118,7 +118,7 @@ impl Device {
                             Some(Ok(Message::Binary(b))) => {
                                 let mut c = client.lock().unwrap();
                                 let _ = c.handle_frame(&b);
-                                record_acknowledged(&c, &acknowledged);
+                                record_acknowledged(&mut c, &acknowledged);
                                 drain(&mut c, &tx, &events);
                                 drop(c);
                                 changed.notify_waiters();
@@ -221,9 +221,10 @@ impl Device {
         .await;
     }
 
-    /// Every head the server ever reported to this device, per document (kept across
-    /// disconnects): each covers changes the server said it stored, so after any fault they
-    /// must all be in storage.
+    /// Every change of its own this device ever saw the server acknowledge, per document (kept
+    /// across disconnects): the server said it stored each, so after any fault they must all
+    /// be in storage. (Other devices' changes it received may not be: the server forwards a
+    /// change before its write commits.)
     pub fn acknowledged(&self) -> Acknowledged {
         self.acknowledged.lock().unwrap().clone()
     }
@@ -234,15 +235,15 @@ impl Device {
     }
 }
 
-/// Server heads seen by a device, per document.
+/// The changes a device wrote that the server acknowledged to it, per document.
 pub type Acknowledged = BTreeMap<DocumentId, BTreeSet<ChangeHash>>;
 
-fn record_acknowledged(c: &Client, acknowledged: &Mutex<Acknowledged>) {
+fn record_acknowledged(c: &mut Client, acknowledged: &Mutex<Acknowledged>) {
     let mut acked = acknowledged.lock().unwrap();
     for doc in c.documents() {
-        let heads = c.server_heads(&doc);
-        if !heads.is_empty() {
-            acked.entry(doc).or_default().extend(heads);
+        let own = c.acknowledged(&doc);
+        if !own.is_empty() {
+            acked.entry(doc).or_default().extend(own);
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Bookkeeping for fault tests (crash, instance loss, database outage): what each device wrote,
 //! what the server acknowledged, what storage holds, and whether everyone converged.
 //!
-//! A change counts as **acknowledged** when the heads the server last reported to a device for
-//! that document cover it (the server sends its heads only after it stored the changes they
-//! cover). So after a fault, every head a device holds from the server must be in storage.
+//! A change counts as **acknowledged** when the heads the server reported to the device that
+//! wrote it cover it (the server shows a device its own changes only after it stored them;
+//! other devices may get them earlier). So after a fault, every change a device saw
+//! acknowledged must be in storage.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,7 +60,7 @@ impl Writer {
         }
     }
 
-    /// Every head the server ever reported to this device: what it acknowledged.
+    /// Every change of its own the server ever acknowledged to this device.
     pub fn acknowledged(&self) -> Acknowledged {
         self.device.acknowledged()
     }
@@ -135,7 +136,7 @@ pub async fn load_stored(store: &dyn Store, doc: &DocumentId) -> Option<AutoComm
 }
 
 /// Loads every document of `users` from storage (each must load cleanly) and checks that every
-/// acknowledged head is stored. Returns how many documents were loaded and how many stored
+/// acknowledged change is stored. Returns how many documents were loaded and how many stored
 /// chunks they had in total (fewer chunks than changes shows compaction ran).
 pub async fn check_storage(
     store: &dyn Store,

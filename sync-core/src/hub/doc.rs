@@ -1,7 +1,7 @@
 //! One document inside the hub: its live copy, its peers, and its path to durability.
 
 use std::any::Any;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{ActorId, AutoCommit, ChangeHash};
@@ -35,6 +35,12 @@ pub(crate) struct DocEntry {
     store: Option<InFlight>,
     /// The live copy has changes that no write covers yet.
     dirty: bool,
+    /// Generations of peers' changes: `applied` counts the times new changes from peers
+    /// landed in the live copy, `durable` is the last of those a stored write covered. A peer
+    /// that uploaded changes is answered only once `durable` reaches the generation it
+    /// uploaded at; every other peer gets the live copy at once (see [`Self::flush`]).
+    applied: u64,
+    durable: u64,
     /// A write was stored since the document was loaded (it is worth compacting once idle).
     written: bool,
     /// When to retry a failed write, and the delay used last (doubles per failure).
@@ -67,6 +73,10 @@ struct PeerDoc {
     status: PeerStatus,
     /// A sync message is owed to this peer as soon as the document is durable.
     owed: bool,
+    /// The generation of peers' changes that must be stored before this peer hears from us:
+    /// the live copy's when the peer last uploaded changes (new or not: a change it sent again
+    /// may be one still in flight).
+    uploaded: u64,
     /// The heads we last actually sent this peer. Automerge assumes a peer whose heads equal
     /// ours already knows ours and skips the reply; with replies held back until a change is
     /// stored, that assumption is wrong (the peer never learns its change was stored), so the
@@ -157,6 +167,8 @@ struct InFlight {
     meta: DocMeta,
     /// Whether the write carries changes from peers (kept and retried if it fails).
     peer_changes: bool,
+    /// The generation of peers' changes the write covers (see [`DocEntry::applied`]).
+    covers: u64,
     /// The edit whose change rides on this write: joins the live copy only when stored.
     edit: Option<Ride>,
     projection: Option<Projection>,
@@ -202,6 +214,8 @@ impl DocEntry {
             stored_heads: Vec::new(),
             store: None,
             dirty: false,
+            applied: 0,
+            durable: 0,
             written: false,
             retry_at: None,
             backoff: 0,
@@ -401,6 +415,9 @@ impl DocEntry {
             }
         }
         self.life = Life::Hot(Box::new(doc));
+        // A copy fresh from storage holds nothing unstored: changes uploaded to an earlier
+        // copy are either in it (stored) or gone with that copy (never revealed again).
+        self.durable = self.applied;
         // What waited for the load, in order; runs of sync messages are applied together.
         let mut syncs = Vec::new();
         for input in std::mem::take(&mut self.queue) {
@@ -439,6 +456,9 @@ impl DocEntry {
                 self.backoff = 0;
                 self.stored_heads = inflight.heads;
                 self.meta = inflight.meta;
+                if inflight.peer_changes {
+                    self.durable = self.durable.max(inflight.covers);
+                }
                 if inflight.projection.is_some() {
                     self.projected = inflight.projection;
                 }
@@ -678,11 +698,20 @@ impl DocEntry {
             return;
         };
         let before = doc.get_heads();
+        let uploaded = !message.changes.is_empty();
         self.receive(ctx, conn, request, message);
-        if let Life::Hot(doc) = &mut self.life
-            && doc.get_heads() != before
-            && let Some(peer) = ctx.peer(conn).cloned()
-        {
+        let changed = match &mut self.life {
+            Life::Hot(doc) => doc.get_heads() != before,
+            _ => false,
+        };
+        // Before anything is sent (`on_new_changes` flushes): the uploader must wait.
+        if changed {
+            self.applied += 1;
+        }
+        if uploaded {
+            self.mark_uploaded(conn);
+        }
+        if changed && let Some(peer) = ctx.peer(conn).cloned() {
             self.on_new_changes(ctx, &peer, now);
         }
         self.flush(ctx);
@@ -729,16 +758,26 @@ impl DocEntry {
             let _ = doc.load_incremental(&combined);
         }
         let mut writer: Option<ConnId> = None;
+        let mut uploaders = Vec::new();
         for (conn, request, message) in admitted {
-            if writer.is_none() && !message.changes.is_empty() {
-                writer = Some(conn);
+            if !message.changes.is_empty() {
+                writer.get_or_insert(conn);
+                uploaders.push(conn);
             }
             self.receive(ctx, conn, request, message);
         }
-        if let Life::Hot(doc) = &mut self.life
-            && doc.get_heads() != before
-            && let Some(peer) = writer.and_then(|c| ctx.peer(c).cloned())
-        {
+        let changed = match &mut self.life {
+            Life::Hot(doc) => doc.get_heads() != before,
+            _ => false,
+        };
+        // Before anything is sent (`on_new_changes` flushes): the uploaders must wait.
+        if changed {
+            self.applied += 1;
+        }
+        for conn in uploaders {
+            self.mark_uploaded(conn);
+        }
+        if changed && let Some(peer) = writer.and_then(|c| ctx.peer(c).cloned()) {
             self.on_new_changes(ctx, &peer, now);
         }
         self.flush(ctx);
@@ -775,6 +814,7 @@ impl DocEntry {
                     state,
                     status: PeerStatus::Unknown,
                     owed: false,
+                    uploaded: 0,
                     told: Vec::new(),
                 },
             );
@@ -819,6 +859,21 @@ impl DocEntry {
                 reason: CloseReason::InvalidSyncMessage(e.to_string()),
             });
         }
+    }
+
+    /// A peer sent changes: it hears from us again only once everything now in the live copy
+    /// is stored, so that no reply tells it a change of its own is held before it is.
+    fn mark_uploaded(&mut self, conn: ConnId) {
+        let applied = self.applied;
+        if let Some(p) = self.peers.get_mut(&conn) {
+            p.uploaded = applied;
+        }
+    }
+
+    /// Whether everything in the live copy is stored: nothing a peer uploaded waits for a
+    /// write.
+    pub(crate) fn is_durable(&self) -> bool {
+        !self.dirty && self.durable == self.applied
     }
 
     /// New changes from a peer landed in the live copy: claim the document if it had no owner,
@@ -975,22 +1030,45 @@ impl DocEntry {
             heads,
             meta: write_meta,
             peer_changes,
+            covers: self.applied,
             edit: ride,
             projection,
         });
     }
 
-    /// Sends every owed sync message — only when everything in the live copy is durable.
+    /// Sends every owed sync message that may go now. A peer whose own uploaded changes are
+    /// all stored gets the live copy at once, including other peers' changes still being
+    /// written: that is how a change reaches a user's other devices without waiting for its
+    /// commit (GOALS.md P1), and a device holding another's change can only add to its
+    /// durability. A peer with changes of its own in the live copy that no stored write covers
+    /// waits: any message would show it heads that include them, and that is how a change is
+    /// acknowledged — only once it is stored.
     fn flush(&mut self, ctx: &mut Ctx<'_>) {
-        if self.store.is_some() || self.dirty {
-            return;
-        }
-        let conns: Vec<ConnId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.owed)
-            .map(|(c, _)| *c)
-            .collect();
+        // Changes in the live copy that no stored write covers (usually none).
+        let pending: HashSet<ChangeHash> = if self.is_durable() {
+            HashSet::new()
+        } else if let Life::Hot(doc) = &mut self.life {
+            doc.get_changes(&self.stored_heads)
+                .iter()
+                .map(|c| c.hash())
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        let durable = self.durable;
+        let conns: Vec<ConnId> = match &mut self.life {
+            Life::Hot(doc) => {
+                let doc = doc.document();
+                self.peers
+                    .iter()
+                    .filter(|(_, p)| {
+                        p.owed && p.uploaded <= durable && !holds_any(doc, p, &pending)
+                    })
+                    .map(|(c, _)| *c)
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         for conn in conns {
             if !self.may_see(ctx, conn) {
                 self.deny(ctx, conn);
@@ -1146,6 +1224,21 @@ fn check_bloom_filters(message: &sync::Message) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether the heads a peer announced may cover a change in `pending` (not stored yet): a
+/// head that is one, or one the live copy does not know (a change of the peer's that may build
+/// on one). Such a peer may be the author of a pending change through another connection (it
+/// uploaded, reconnected, and announces it), so it hears from us only once they are stored.
+fn holds_any(doc: &automerge::Automerge, peer: &PeerDoc, pending: &HashSet<ChangeHash>) -> bool {
+    if pending.is_empty() {
+        return false;
+    }
+    peer.state.their_heads.as_ref().is_some_and(|heads| {
+        heads.iter().any(|h| {
+            pending.contains(h) || automerge::ReadDoc::get_change_by_hash(doc, h).is_none()
+        })
+    })
 }
 
 fn project(doc: &AutoCommit) -> Option<Projection> {

@@ -8,10 +8,13 @@
 //!
 //! # Order of effects (what callers must respect)
 //! Outputs come out in the order they must happen. In particular a [`Output::Store`] is always
-//! emitted before any [`Output::Send`] that reveals the stored changes: the hub withholds every
-//! sync message of a document while a write of it is in flight, and releases them when
-//! [`Hub::handle_stored`] reports success. That is how **a change is acknowledged only after it
-//! is stored**. The caller may run loads and stores concurrently and report them in any order.
+//! emitted before any [`Output::Send`] that reveals the stored changes. A peer that uploaded
+//! changes hears nothing more of that document until a write covering them is reported stored
+//! by [`Hub::handle_stored`]: that is how **a change is acknowledged only after it is stored**.
+//! The document's other peers get the change at once, while its write is in flight (fan-out
+//! does not wait for the commit; a device holding another's change can only add to its
+//! durability, and its author keeps it until acknowledged). The caller may run loads and
+//! stores concurrently and report them in any order.
 //!
 //! # Rules it implements (see `protocol/automerge-repo.md` §6)
 //! - `request` and `sync` are handled alike; a `request` marks the peer as *wanting* the
@@ -400,6 +403,12 @@ impl Hub {
 
     /// A connection closed. Its sync states are persisted (for peers with a storage id) and
     /// dropped from memory.
+    ///
+    /// Not while the document holds changes that are not stored yet: the state's shared heads
+    /// may include them (the peer uploaded them, or received them before their write
+    /// committed), and a server that restarted without them would trust that state and never
+    /// ask the peer for them again. The state saved before stays; a stale one only costs a
+    /// longer sync.
     pub fn handle_disconnect(&mut self, conn: ConnId) {
         let Some(entry) = self.conns.remove(&conn) else {
             return;
@@ -407,6 +416,7 @@ impl Hub {
         let mut saved = Vec::new();
         for (id, d) in self.docs.iter_mut() {
             if let Some(state) = d.detach(conn)
+                && d.is_durable()
                 && let Some(storage_id) = &entry.peer.storage_id
             {
                 let encoded = state.encode();

@@ -2,10 +2,10 @@
 //! is an in-memory map the test completes loads and stores from, and everything runs until
 //! quiet. No sockets, no clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{AutoCommit, ReadDoc};
+use automerge::{AutoCommit, ChangeHash, ReadDoc};
 use serde_json::json;
 
 use super::*;
@@ -64,6 +64,10 @@ struct Net {
     pending: Vec<SyncInput>,
     /// Loads asked of storage.
     loads: usize,
+    /// Every change uploaded, by the connection that uploaded it first (its author), and as
+    /// bytes, for the durability check.
+    uploaded: HashMap<ChangeHash, ConnId>,
+    uploads: Vec<Vec<u8>>,
 }
 
 impl Net {
@@ -83,10 +87,31 @@ impl Net {
             batching: false,
             pending: Vec::new(),
             loads: 0,
+            uploaded: HashMap::new(),
+            uploads: Vec::new(),
         }
     }
 
     fn send_sync(&mut self, input: SyncInput) {
+        let message = sync::Message::decode(&input.data).unwrap();
+        for chunk in message.changes.iter() {
+            let mut scratch = AutoCommit::new();
+            scratch.load_incremental(chunk).unwrap();
+            let hashes = scratch
+                .get_changes(&[])
+                .iter()
+                .map(|c| c.hash())
+                .collect::<Vec<_>>();
+            let hashes = match automerge::Change::from_bytes(chunk.to_vec()) {
+                // A change whose dependencies the scratch copy lacks waits there unseen.
+                Ok(change) if hashes.is_empty() => vec![change.hash()],
+                _ => hashes,
+            };
+            for h in hashes {
+                self.uploaded.entry(h).or_insert(input.conn);
+            }
+            self.uploads.push(chunk.to_vec());
+        }
         if self.batching {
             self.pending.push(input);
         } else {
@@ -103,7 +128,7 @@ impl Net {
         while let Some(out) = self.hub.poll_output() {
             match out {
                 Output::Send { conn, message } => {
-                    self.check_durable(&message);
+                    self.check_durable(conn, &message);
                     self.log.push(format!("send {conn:?}"));
                     self.inbox.entry(conn).or_default().push(message);
                 }
@@ -162,13 +187,21 @@ impl Net {
         }
     }
 
-    /// The durability invariant: every head a sync message reveals is in storage.
-    fn check_durable(&self, message: &HubMessage) {
+    /// The durability invariant: a sync message to a peer reveals a change that peer wrote
+    /// (uploaded first) only once it is stored: the heads it shows cover only stored changes of
+    /// the peer's. Other peers' changes may go out before their write commits.
+    fn check_durable(&self, conn: ConnId, message: &HubMessage) {
         let HubMessage::Sync { doc, data } = message else {
             return;
         };
         let heads = sync::Message::decode(data).unwrap().heads;
-        if heads.is_empty() {
+        let own: Vec<ChangeHash> = self
+            .uploaded
+            .iter()
+            .filter(|(_, c)| **c == conn)
+            .map(|(h, _)| *h)
+            .collect();
+        if heads.is_empty() || own.is_empty() {
             return;
         }
         let mut stored = AutoCommit::new();
@@ -181,11 +214,19 @@ impl Net {
         {
             stored.load_incremental(chunk).unwrap();
         }
-        for h in heads {
-            assert!(
-                stored.get_change_by_hash(&h).is_some(),
-                "head {h} sent before it was stored"
-            );
+        // Everything the server could hold: what is stored and everything uploaded.
+        let mut all = stored.clone();
+        for chunk in &self.uploads {
+            let _ = all.load_incremental(chunk);
+        }
+        let after: HashSet<ChangeHash> = all.get_changes(&heads).iter().map(|c| c.hash()).collect();
+        for h in &own {
+            if all.get_change_by_hash(h).is_some() && !after.contains(h) {
+                assert!(
+                    stored.get_change_by_hash(h).is_some(),
+                    "{conn:?} was shown its change {h} before it was stored"
+                );
+            }
         }
     }
 
@@ -367,6 +408,64 @@ fn nothing_is_acknowledged_while_the_store_is_in_flight() {
     net.mode = StoreMode::Succeed;
     drive(&mut net, &mut [&mut a]);
     assert_eq!(net.stored_doc(id).get_heads(), a.doc(id).get_heads());
+}
+
+/// GOALS.md P1: the other device gets a change while its write is still in flight; the author
+/// hears back only once it is stored. A device that reconnects announcing that change waits too
+/// (it may be its author on a new connection).
+#[test]
+fn other_devices_get_a_change_before_its_commit_and_its_author_after() {
+    let mut net = Net::new();
+    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
+    let mut b = Device::connect(&mut net, 2, peer(ALICE, false));
+    let (id, doc) = learning_doc(ALICE, 1);
+    a.open(id, doc);
+    b.open(id, AutoCommit::new());
+    a.push(&mut net, id);
+    b.push(&mut net, id);
+    drive(&mut net, &mut [&mut a, &mut b]);
+    assert_eq!(b.doc(id).get_heads(), a.doc(id).get_heads());
+
+    learning::enroll(a.doc(id), "c1", 5).unwrap();
+    docs::commit(a.doc(id), 5);
+    let change = a.doc(id).get_heads();
+    net.mode = StoreMode::Hold;
+    a.push(&mut net, id);
+    net.run_io();
+    assert_eq!(net.held.len(), 1, "the change is being written");
+    assert!(net.take(a.conn).is_empty(), "the author hears nothing yet");
+    b.pull(&mut net);
+    net.run_io();
+    assert_eq!(
+        b.doc(id).get_heads(),
+        change,
+        "the other device has it already"
+    );
+    assert!(net.take(a.conn).is_empty());
+
+    // The author reconnects before the write commits, announcing the change: still nothing.
+    net.hub.handle_disconnect(a.conn);
+    let mut a2 = Device::connect(&mut net, 3, peer(ALICE, false));
+    let copy = a.doc(id).fork();
+    a2.open(id, copy);
+    a2.push(&mut net, id);
+    net.run_io();
+    assert!(
+        net.take(a2.conn).is_empty(),
+        "a2 announces the pending change: it waits"
+    );
+    assert!(
+        !net.storage.states.keys().any(|(d, _)| *d == id),
+        "a sync state is not saved while the document holds unstored changes"
+    );
+
+    net.mode = StoreMode::Succeed;
+    net.release_held();
+    assert!(
+        !net.take(a2.conn).is_empty(),
+        "stored: the author is answered"
+    );
+    assert_eq!(net.stored_doc(id).get_heads(), change);
 }
 
 #[test]

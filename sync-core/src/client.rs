@@ -297,20 +297,24 @@ impl Client {
             return Vec::new();
         };
         let doc = d.doc.document();
-        // Heads this copy does not hold yet cover nothing it could have written.
+        // Heads this copy does not hold yet cover nothing it could have written. (Metadata
+        // only: building whole changes would walk their operations.)
         let known: Vec<ChangeHash> = server
             .into_iter()
-            .filter(|h| automerge::ReadDoc::get_change_by_hash(doc, h).is_some())
+            .filter(|h| doc.get_change_meta_by_hash(h).is_some())
             .collect();
         if known.is_empty() {
             return Vec::new();
         }
-        let after: std::collections::HashSet<ChangeHash> =
-            doc.get_changes(&known).iter().map(|c| c.hash()).collect();
-        doc.get_changes(&[])
+        let after: std::collections::HashSet<ChangeHash> = doc
+            .get_changes_meta(&known)
             .iter()
-            .filter(|c| c.actor_id() == &actor && !after.contains(&c.hash()))
-            .map(|c| c.hash())
+            .map(|c| c.hash)
+            .collect();
+        doc.get_changes_meta(&[])
+            .iter()
+            .filter(|c| *c.actor == actor && !after.contains(&c.hash))
+            .map(|c| c.hash)
             .collect()
     }
 

@@ -41,6 +41,10 @@ pub(crate) struct DocEntry {
     /// uploaded at; every other peer gets the live copy at once (see [`Self::flush`]).
     applied: u64,
     durable: u64,
+    /// Devices (storage ids) that uploaded, or announced, changes of a generation not stored
+    /// yet, with that generation: all their connections wait, so that another tab of the
+    /// same device, or the device back on a new connection, is not told either. Usually empty.
+    authors: Vec<(String, u64)>,
     /// A write was stored since the document was loaded (it is worth compacting once idle).
     written: bool,
     /// When to retry a failed write, and the delay used last (doubles per failure).
@@ -103,6 +107,11 @@ impl PeerMap {
 
     fn contains_key(&self, conn: &ConnId) -> bool {
         self.position(conn).is_ok()
+    }
+
+    fn get(&self, conn: &ConnId) -> Option<&PeerDoc> {
+        let i = self.position(conn).ok()?;
+        Some(&self.0[i].1)
     }
 
     fn get_mut(&mut self, conn: &ConnId) -> Option<&mut PeerDoc> {
@@ -216,6 +225,7 @@ impl DocEntry {
             dirty: false,
             applied: 0,
             durable: 0,
+            authors: Vec::new(),
             written: false,
             retry_at: None,
             backoff: 0,
@@ -709,7 +719,7 @@ impl DocEntry {
             self.applied += 1;
         }
         if uploaded {
-            self.mark_uploaded(conn);
+            self.mark_uploaded(ctx, conn);
         }
         if changed && let Some(peer) = ctx.peer(conn).cloned() {
             self.on_new_changes(ctx, &peer, now);
@@ -766,6 +776,7 @@ impl DocEntry {
             }
             self.receive(ctx, conn, request, message);
         }
+
         let changed = match &mut self.life {
             Life::Hot(doc) => doc.get_heads() != before,
             _ => false,
@@ -775,7 +786,7 @@ impl DocEntry {
             self.applied += 1;
         }
         for conn in uploaders {
-            self.mark_uploaded(conn);
+            self.mark_uploaded(ctx, conn);
         }
         if changed && let Some(peer) = writer.and_then(|c| ctx.peer(c).cloned()) {
             self.on_new_changes(ctx, &peer, now);
@@ -861,12 +872,21 @@ impl DocEntry {
         }
     }
 
-    /// A peer sent changes: it hears from us again only once everything now in the live copy
-    /// is stored, so that no reply tells it a change of its own is held before it is.
-    fn mark_uploaded(&mut self, conn: ConnId) {
+    /// A peer sent changes: it, and every connection of the same device (storage id), hear
+    /// from us again only once everything now in the live copy is stored, so that no reply
+    /// tells a device a change of its own is held before it is.
+    fn mark_uploaded(&mut self, ctx: &Ctx<'_>, conn: ConnId) {
         let applied = self.applied;
         if let Some(p) = self.peers.get_mut(&conn) {
             p.uploaded = applied;
+        }
+        if applied > self.durable
+            && let Some(sid) = ctx.peer(conn).and_then(|info| info.storage_id.as_deref())
+        {
+            match self.authors.iter_mut().find(|(a, _)| a == sid) {
+                Some(entry) => entry.1 = applied,
+                None => self.authors.push((sid.to_string(), applied)),
+            }
         }
     }
 
@@ -1044,31 +1064,43 @@ impl DocEntry {
     /// waits: any message would show it heads that include them, and that is how a change is
     /// acknowledged — only once it is stored.
     fn flush(&mut self, ctx: &mut Ctx<'_>) {
-        // Changes in the live copy that no stored write covers (usually none).
-        let pending: HashSet<ChangeHash> = if self.is_durable() {
-            HashSet::new()
-        } else if let Life::Hot(doc) = &mut self.life {
-            doc.get_changes(&self.stored_heads)
-                .iter()
-                .map(|c| c.hash())
-                .collect()
-        } else {
-            HashSet::new()
-        };
         let durable = self.durable;
-        let conns: Vec<ConnId> = match &mut self.life {
-            Life::Hot(doc) => {
-                let doc = doc.document();
-                self.peers
-                    .iter()
-                    .filter(|(_, p)| {
-                        p.owed && p.uploaded <= durable && !holds_any(doc, p, &pending)
-                    })
-                    .map(|(c, _)| *c)
-                    .collect()
-            }
-            _ => Vec::new(),
-        };
+        self.authors.retain(|(_, generation)| *generation > durable);
+        let authors = &self.authors;
+        let mut conns: Vec<ConnId> = self
+            .peers
+            .iter()
+            .filter(|(c, p)| {
+                p.owed
+                    && p.uploaded <= durable
+                    && !ctx
+                        .peer(**c)
+                        .and_then(|info| info.storage_id.as_deref())
+                        .is_some_and(|sid| authors.iter().any(|(a, _)| a == sid))
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        // While anything is unstored, a peer whose announced heads may cover it waits too: it
+        // may be the author on a new connection (a change it sent before reconnecting, or one
+        // another device sends back after the server lost it in a crash).
+        if !conns.is_empty()
+            && !self.is_durable()
+            && let Life::Hot(doc) = &mut self.life
+        {
+            let doc = doc.document();
+            // Metadata only: building whole changes would walk their operations.
+            let pending: HashSet<ChangeHash> = doc
+                .get_changes_meta(&self.stored_heads)
+                .iter()
+                .map(|c| c.hash)
+                .collect();
+            let peers = &self.peers;
+            conns.retain(|c| {
+                peers
+                    .get(c)
+                    .is_some_and(|p| !may_cover(doc, &p.state, &pending))
+            });
+        }
         for conn in conns {
             if !self.may_see(ctx, conn) {
                 self.deny(ctx, conn);
@@ -1226,19 +1258,23 @@ fn check_bloom_filters(message: &sync::Message) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the heads a peer announced may cover a change in `pending` (not stored yet): a
-/// head that is one, or one the live copy does not know (a change of the peer's that may build
-/// on one). Such a peer may be the author of a pending change through another connection (it
-/// uploaded, reconnected, and announces it), so it hears from us only once they are stored.
-fn holds_any(doc: &automerge::Automerge, peer: &PeerDoc, pending: &HashSet<ChangeHash>) -> bool {
+/// Whether the heads a peer announced may cover a change in `pending` (not stored yet): a head
+/// that is one, a head the live copy does not know (a change of the peer's that may build on
+/// one), or no heads known at all (a forced resync forgot them).
+fn may_cover(
+    doc: &automerge::Automerge,
+    state: &sync::State,
+    pending: &HashSet<ChangeHash>,
+) -> bool {
     if pending.is_empty() {
         return false;
     }
-    peer.state.their_heads.as_ref().is_some_and(|heads| {
-        heads.iter().any(|h| {
-            pending.contains(h) || automerge::ReadDoc::get_change_by_hash(doc, h).is_none()
-        })
-    })
+    match &state.their_heads {
+        None => true,
+        Some(heads) => heads
+            .iter()
+            .any(|h| pending.contains(h) || doc.get_change_meta_by_hash(h).is_none()),
+    }
 }
 
 fn project(doc: &AutoCommit) -> Option<Projection> {

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{AutoCommit, ChangeHash, ReadDoc};
+use automerge::{ActorId, AutoCommit, ChangeHash, ReadDoc};
 use serde_json::json;
 
 use super::*;
@@ -64,9 +64,10 @@ struct Net {
     pending: Vec<SyncInput>,
     /// Loads asked of storage.
     loads: usize,
-    /// Every change uploaded, by the connection that uploaded it first (its author), and as
-    /// bytes, for the durability check.
-    uploaded: HashMap<ChangeHash, ConnId>,
+    /// For the durability check: the actors whose changes each connection uploaded (a device
+    /// is the author of its actor's changes; a test names the actor of a connection that has
+    /// not uploaded yet), and every uploaded chunk.
+    actors: HashMap<ConnId, HashSet<ActorId>>,
     uploads: Vec<Vec<u8>>,
 }
 
@@ -87,7 +88,7 @@ impl Net {
             batching: false,
             pending: Vec::new(),
             loads: 0,
-            uploaded: HashMap::new(),
+            actors: HashMap::new(),
             uploads: Vec::new(),
         }
     }
@@ -95,21 +96,20 @@ impl Net {
     fn send_sync(&mut self, input: SyncInput) {
         let message = sync::Message::decode(&input.data).unwrap();
         for chunk in message.changes.iter() {
-            let mut scratch = AutoCommit::new();
-            scratch.load_incremental(chunk).unwrap();
-            let hashes = scratch
-                .get_changes(&[])
-                .iter()
-                .map(|c| c.hash())
-                .collect::<Vec<_>>();
-            let hashes = match automerge::Change::from_bytes(chunk.to_vec()) {
-                // A change whose dependencies the scratch copy lacks waits there unseen.
-                Ok(change) if hashes.is_empty() => vec![change.hash()],
-                _ => hashes,
+            let actors: Vec<ActorId> = match automerge::Change::from_bytes(chunk.to_vec()) {
+                Ok(change) => vec![change.actor_id().clone()],
+                Err(_) => {
+                    let mut scratch = AutoCommit::new();
+                    scratch.load_incremental(chunk).unwrap();
+                    let changes = scratch.get_changes(&[]);
+                    changes.iter().map(|c| c.actor_id().clone()).collect()
+                }
             };
-            for h in hashes {
-                self.uploaded.entry(h).or_insert(input.conn);
-            }
+            let genesis = ActorId::from(docs::GENESIS_ACTOR);
+            self.actors
+                .entry(input.conn)
+                .or_default()
+                .extend(actors.into_iter().filter(|a| *a != genesis));
             self.uploads.push(chunk.to_vec());
         }
         if self.batching {
@@ -187,21 +187,18 @@ impl Net {
         }
     }
 
-    /// The durability invariant: a sync message to a peer reveals a change that peer wrote
-    /// (uploaded first) only once it is stored: the heads it shows cover only stored changes of
-    /// the peer's. Other peers' changes may go out before their write commits.
+    /// The durability invariant: a sync message to a peer reveals a change its device wrote
+    /// (an actor of the peer's) only once it is stored: the heads it shows cover only stored
+    /// changes of the peer's. Other devices' changes may go out before their write commits.
     fn check_durable(&self, conn: ConnId, message: &HubMessage) {
         let HubMessage::Sync { doc, data } = message else {
             return;
         };
         let heads = sync::Message::decode(data).unwrap().heads;
-        let own: Vec<ChangeHash> = self
-            .uploaded
-            .iter()
-            .filter(|(_, c)| **c == conn)
-            .map(|(h, _)| *h)
-            .collect();
-        if heads.is_empty() || own.is_empty() {
+        let Some(actors) = self.actors.get(&conn).filter(|a| !a.is_empty()) else {
+            return;
+        };
+        if heads.is_empty() {
             return;
         }
         let mut stored = AutoCommit::new();
@@ -220,10 +217,11 @@ impl Net {
             let _ = all.load_incremental(chunk);
         }
         let after: HashSet<ChangeHash> = all.get_changes(&heads).iter().map(|c| c.hash()).collect();
-        for h in &own {
-            if all.get_change_by_hash(h).is_some() && !after.contains(h) {
+        for change in all.get_changes(&[]) {
+            let h = change.hash();
+            if actors.contains(change.actor_id()) && !after.contains(&h) {
                 assert!(
-                    stored.get_change_by_hash(h).is_some(),
+                    stored.get_change_by_hash(&h).is_some(),
                     "{conn:?} was shown its change {h} before it was stored"
                 );
             }
@@ -410,21 +408,47 @@ fn nothing_is_acknowledged_while_the_store_is_in_flight() {
     assert_eq!(net.stored_doc(id).get_heads(), a.doc(id).get_heads());
 }
 
-/// GOALS.md P1: the other device gets a change while its write is still in flight; the author
-/// hears back only once it is stored. A device that reconnects announcing that change waits too
-/// (it may be its author on a new connection).
+/// A peer of `user` on its own device (storage id), or on none.
+fn device(user: &str, storage: Option<&str>) -> PeerInfo {
+    PeerInfo {
+        storage_id: storage.map(|s| format!("storage-{user}-{s}")),
+        ..peer(user, false)
+    }
+}
+
+fn sync_messages(net: &mut Net, conn: ConnId) -> usize {
+    net.take(conn)
+        .iter()
+        .filter(|m| matches!(m, HubMessage::Sync { .. }))
+        .count()
+}
+
+/// GOALS.md P1: another device gets a change while its write is still in flight; the device
+/// that wrote it hears back only once it is stored — on the connection it uploaded on, on
+/// another tab of the same device (same storage id), and on a new connection that announces
+/// the change (it may be the author back), even after a forced resync forgot its sync state.
 #[test]
 fn other_devices_get_a_change_before_its_commit_and_its_author_after() {
     let mut net = Net::new();
-    let mut a = Device::connect(&mut net, 1, peer(ALICE, false));
-    let mut b = Device::connect(&mut net, 2, peer(ALICE, false));
+    let mut a = Device::connect(&mut net, 1, device(ALICE, Some("a")));
+    let mut b = Device::connect(&mut net, 2, device(ALICE, Some("b")));
+    let mut tab = Device::connect(&mut net, 3, device(ALICE, Some("a")));
     let (id, doc) = learning_doc(ALICE, 1);
+    let actor = doc.get_actor().clone();
     a.open(id, doc);
     b.open(id, AutoCommit::new());
+    tab.open(id, AutoCommit::new());
     a.push(&mut net, id);
     b.push(&mut net, id);
-    drive(&mut net, &mut [&mut a, &mut b]);
+    tab.push(&mut net, id);
+    drive(&mut net, &mut [&mut a, &mut b, &mut tab]);
     assert_eq!(b.doc(id).get_heads(), a.doc(id).get_heads());
+    assert_eq!(tab.doc(id).get_heads(), a.doc(id).get_heads());
+    // The tab writes as the same actor (one device); the durability check knows it.
+    net.actors
+        .entry(tab.conn)
+        .or_default()
+        .insert(actor.clone());
 
     learning::enroll(a.doc(id), "c1", 5).unwrap();
     docs::commit(a.doc(id), 5);
@@ -433,7 +457,16 @@ fn other_devices_get_a_change_before_its_commit_and_its_author_after() {
     a.push(&mut net, id);
     net.run_io();
     assert_eq!(net.held.len(), 1, "the change is being written");
-    assert!(net.take(a.conn).is_empty(), "the author hears nothing yet");
+    assert_eq!(
+        sync_messages(&mut net, a.conn),
+        0,
+        "the author hears nothing yet"
+    );
+    assert_eq!(
+        sync_messages(&mut net, tab.conn),
+        0,
+        "nor does its other tab"
+    );
     b.pull(&mut net);
     net.run_io();
     assert_eq!(
@@ -441,31 +474,45 @@ fn other_devices_get_a_change_before_its_commit_and_its_author_after() {
         change,
         "the other device has it already"
     );
-    assert!(net.take(a.conn).is_empty());
 
-    // The author reconnects before the write commits, announcing the change: still nothing.
+    // The author comes back on a connection of no storage id, announcing the change: it waits.
     net.hub.handle_disconnect(a.conn);
-    let mut a2 = Device::connect(&mut net, 3, peer(ALICE, false));
+    let mut a2 = Device::connect(&mut net, 4, device(ALICE, None));
+    net.actors.entry(a2.conn).or_default().insert(actor);
     let copy = a.doc(id).fork();
     a2.open(id, copy);
     a2.push(&mut net, id);
     net.run_io();
-    assert!(
-        net.take(a2.conn).is_empty(),
-        "a2 announces the pending change: it waits"
+    assert_eq!(
+        sync_messages(&mut net, a2.conn),
+        0,
+        "a2 announces the unstored change"
     );
     assert!(
         !net.storage.states.keys().any(|(d, _)| *d == id),
-        "a sync state is not saved while the document holds unstored changes"
+        "no sync state is saved while the document holds unstored changes"
     );
+    // A forced resync forgets a2's sync state; a new change from b makes a message owed to
+    // everyone: a2 and the tab still wait.
+    net.hub.handle_resync(ResyncScope::User(ALICE.into()), 7);
+    net.run_io();
+    for conn in [a2.conn, tab.conn, b.conn] {
+        net.take(conn);
+    }
+    learning::enroll(b.doc(id), "c2", 6).unwrap();
+    docs::commit(b.doc(id), 6);
+    b.push(&mut net, id);
+    net.run_io();
+    assert_eq!(sync_messages(&mut net, a2.conn), 0);
+    assert_eq!(sync_messages(&mut net, tab.conn), 0);
 
     net.mode = StoreMode::Succeed;
     net.release_held();
-    assert!(
-        !net.take(a2.conn).is_empty(),
-        "stored: the author is answered"
-    );
-    assert_eq!(net.stored_doc(id).get_heads(), change);
+    drive(&mut net, &mut [&mut a2, &mut b, &mut tab]);
+    let stored = net.stored_doc(id).get_heads();
+    for d in [&mut a2, &mut b, &mut tab] {
+        assert_eq!(d.doc(id).get_heads(), stored, "stored: everyone converges");
+    }
 }
 
 #[test]
@@ -1120,7 +1167,8 @@ fn server_edits_racing_devices_leave_every_device_synced() {
         let id = DocumentId::preferences(&ns(ALICE));
         let mut devices: Vec<Device> = (1..=2)
             .map(|i| {
-                let mut d = Device::connect(&mut net, i, peer(ALICE, false));
+                // Two devices (storage ids): changes go from one to the other before their commit.
+                let mut d = Device::connect(&mut net, i, device(ALICE, Some(&i.to_string())));
                 d.open(
                     id,
                     docs::create(&DocSpec::Preferences, [i as u8; 16]).unwrap(),

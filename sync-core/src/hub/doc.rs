@@ -41,9 +41,9 @@ pub(crate) struct DocEntry {
     /// uploaded at; every other peer gets the live copy at once (see [`Self::flush`]).
     applied: u64,
     durable: u64,
-    /// Devices (storage ids) that uploaded, or announced, changes of a generation not stored
-    /// yet, with that generation: all their connections wait, so that another tab of the
-    /// same device, or the device back on a new connection, is not told either. Usually empty.
+    /// Devices (storage ids) that uploaded changes of a generation not stored yet, with that
+    /// generation: all their connections wait, so that another tab of the same device, or the
+    /// device back on a new connection, is not told either. Usually empty.
     authors: Vec<(String, u64)>,
     /// A write was stored since the document was loaded (it is worth compacting once idle).
     written: bool,
@@ -75,7 +75,8 @@ enum Life {
 struct PeerDoc {
     state: sync::State,
     status: PeerStatus,
-    /// A sync message is owed to this peer as soon as the document is durable.
+    /// A sync message is owed to this peer, sent as soon as it may go (see
+    /// [`DocEntry::flush`]).
     owed: bool,
     /// The generation of peers' changes that must be stored before this peer hears from us:
     /// the live copy's when the peer last uploaded changes (new or not: a change it sent again
@@ -708,22 +709,13 @@ impl DocEntry {
             return;
         };
         let before = doc.get_heads();
-        let uploaded = !message.changes.is_empty();
-        self.receive(ctx, conn, request, message);
-        let changed = match &mut self.life {
-            Life::Hot(doc) => doc.get_heads() != before,
-            _ => false,
+        let uploaders = if message.changes.is_empty() {
+            Vec::new()
+        } else {
+            vec![conn]
         };
-        // Before anything is sent (`on_new_changes` flushes): the uploader must wait.
-        if changed {
-            self.applied += 1;
-        }
-        if uploaded {
-            self.mark_uploaded(ctx, conn);
-        }
-        if changed && let Some(peer) = ctx.peer(conn).cloned() {
-            self.on_new_changes(ctx, &peer, now);
-        }
+        self.receive(ctx, conn, request, message);
+        self.after_receive(ctx, &before, Some(conn), &uploaders, now);
         self.flush(ctx);
         self.check_unavailable(ctx, now);
     }
@@ -776,21 +768,7 @@ impl DocEntry {
             }
             self.receive(ctx, conn, request, message);
         }
-
-        let changed = match &mut self.life {
-            Life::Hot(doc) => doc.get_heads() != before,
-            _ => false,
-        };
-        // Before anything is sent (`on_new_changes` flushes): the uploaders must wait.
-        if changed {
-            self.applied += 1;
-        }
-        for conn in uploaders {
-            self.mark_uploaded(ctx, conn);
-        }
-        if changed && let Some(peer) = writer.and_then(|c| ctx.peer(c).cloned()) {
-            self.on_new_changes(ctx, &peer, now);
-        }
+        self.after_receive(ctx, &before, writer, &uploaders, now);
         self.flush(ctx);
         self.check_unavailable(ctx, now);
     }
@@ -869,6 +847,33 @@ impl DocEntry {
                 conn,
                 reason: CloseReason::InvalidSyncMessage(e.to_string()),
             });
+        }
+    }
+
+    /// What receiving messages leaves to do, before anything is sent (`on_new_changes`
+    /// flushes): a new generation if the live copy changed (`before` is its heads before the
+    /// messages), the peers that sent changes held back until it is stored, and the changes
+    /// claimed for `writer` and stored.
+    fn after_receive(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        before: &[ChangeHash],
+        writer: Option<ConnId>,
+        uploaders: &[ConnId],
+        now: i64,
+    ) {
+        let changed = match &mut self.life {
+            Life::Hot(doc) => doc.get_heads() != before,
+            _ => false,
+        };
+        if changed {
+            self.applied += 1;
+        }
+        for &conn in uploaders {
+            self.mark_uploaded(ctx, conn);
+        }
+        if changed && let Some(peer) = writer.and_then(|c| ctx.peer(c).cloned()) {
+            self.on_new_changes(ctx, &peer, now);
         }
     }
 

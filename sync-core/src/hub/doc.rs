@@ -192,7 +192,9 @@ struct Ride {
     token: EditToken,
     change: Vec<u8>,
     value: EditValue,
-    fork: AutoCommit,
+    /// Boxed: an `AutoCommit` is 4 KiB by value, and an inline one made every document entry
+    /// 5,000 bytes, hot or cold, writing or not (BENCHMARKS.md, P3).
+    fork: Box<AutoCommit>,
     base: Vec<ChangeHash>,
 }
 
@@ -480,7 +482,7 @@ impl DocEntry {
                         // dependencies do not show in its heads, and the fork does not have
                         // those that arrived after it was made.
                         if doc.get_heads() == ride.base && doc.get_missing_deps(&[]).is_empty() {
-                            **doc = ride.fork;
+                            *doc = ride.fork;
                         } else {
                             let _ = doc.load_incremental(&ride.change);
                         }
@@ -1003,7 +1005,7 @@ impl DocEntry {
                         token: pending.token,
                         change,
                         value,
-                        fork,
+                        fork: Box::new(fork),
                         base,
                     });
                 }

@@ -1359,3 +1359,15 @@ fn a_batch_keeps_each_message_to_its_own_access_decision() {
     assert!(learning::enrollment(&stored, "c1").unwrap().is_some());
     assert!(learning::enrollment(&stored, "evil").unwrap().is_none());
 }
+
+/// A document entry lives as long as any device has the document open, hot or evicted, so its
+/// size is paid per connected device. An `AutoCommit` held inline (4 KiB by value, in the
+/// in-flight write's edit) once made every entry 5,000 bytes (BENCHMARKS.md, P3).
+#[test]
+fn a_document_entry_holds_nothing_large_inline() {
+    let size = std::mem::size_of::<doc::DocEntry>();
+    assert!(
+        size <= 1024,
+        "DocEntry is {size} bytes; box what made it grow"
+    );
+}

@@ -74,7 +74,14 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    // Thousands of sockets: raise the descriptor limit (the servers inherit it).
+    // Thousands of sockets: raise the descriptor limit (the servers inherit it). 20,000 devices
+    // need 20,000 descriptors on each side of loopback, and some machines' hard limit is just
+    // that: a process allowed to (root) raises the hard limit too.
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get()
+        && hard < 200_000
+    {
+        let _ = rlimit::Resource::NOFILE.set(200_000, 200_000);
+    }
     let _ = rlimit::increase_nofile_limit(200_000);
     let mut opts = if args.smoke {
         Options::smoke(args.database)

@@ -126,10 +126,21 @@ pub fn init_tracing(filter: &str, json: bool) {
     };
 }
 
+/// Every connected device holds a socket, and the usual soft limit of 1,024 open files would
+/// refuse devices long before memory runs out (GOALS.md P3 is 20,000 devices per instance).
+/// The soft limit goes up to the hard limit, which only the system may raise.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
 /// Runs a command.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(config) => {
+            raise_open_file_limit();
             let app = crate::app::Application::build(*config).await?;
             tracing::info!(address = %app.local_addr(), "LearnSync listening");
             let token = app.shutdown_token();

@@ -223,7 +223,7 @@ impl Shard {
                 }
                 Output::Close { conn, reason } => {
                     if let Some(h) = self.conns.get(&conn) {
-                        let _ = h.tx.try_send(Outbound::Close(reason.to_string()));
+                        let _ = h.tx.try_send(Outbound::Close(Box::new(reason.to_string())));
                         h.kill.cancel();
                     }
                 }

@@ -178,9 +178,9 @@ pub async fn serve<Si, St, E>(
                     Outbound::Message(m) => session.encode(&m),
                     Outbound::Close(reason) => {
                         let _ = sink.send(Frame::Binary(session.error_frame(&reason))).await;
-                        break Some(reason);
+                        break Some(*reason);
                     }
-                    Outbound::Status { ok, message } => session.status_frame(ok, message.as_deref()),
+                    Outbound::Status(health) => session.status_frame(health.ok, health.message.as_deref()),
                 };
                 if sink.send(Frame::Binary(frame)).await.is_err() {
                     break None;
@@ -201,7 +201,7 @@ pub async fn serve<Si, St, E>(
                 let mut reason = None;
                 while let Ok(out) = rx.try_recv() {
                     if let Outbound::Close(r) = out {
-                        reason = Some(r);
+                        reason = Some(*r);
                         break;
                     }
                 }

@@ -273,13 +273,14 @@ pub async fn throughput(opts: &Options, report: &mut Report) -> Result<()> {
 
 /// P3: concurrent devices on one instance, each with its documents synced; memory per device.
 pub async fn connections(opts: &Options, report: &mut Report) -> Result<()> {
+    let connections = fit_open_files(opts.connections);
     let mut per_device = Vec::new();
     for &kind in &opts.targets {
         let server = start(kind, opts.db).await?;
         let pid = server.pid().context("server pid")?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let started = rss_bytes(pid).unwrap_or(0);
-        let ids = identities(&server, opts.connections / 2, 8).await?;
+        let ids = identities(&server, connections / 2, 8).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         // Half the devices first, then the other half: the second half's growth is the cost of
         // a device once the allocator's free memory left over from setup (account creation
@@ -296,7 +297,7 @@ pub async fn connections(opts: &Options, report: &mut Report) -> Result<()> {
         let connected = rss_bytes(pid).unwrap_or(0);
         // Idle documents are evicted after 30 s by default: measure again once idle, against
         // the server as it started (before any account existed).
-        let idle_wait = if opts.connections <= 100 { 2 } else { 40 };
+        let idle_wait = if connections <= 100 { 2 } else { 40 };
         tokio::time::sleep(Duration::from_secs(idle_wait)).await;
         let idle = rss_bytes(pid).unwrap_or(0);
         let n = (ids.len() * 2).max(1) as f64;
@@ -327,8 +328,8 @@ pub async fn connections(opts: &Options, report: &mut Report) -> Result<()> {
         scenario: "P3 connections".into(),
         metric: format!(
             "KiB per synced device (the second {} of {} devices)",
-            opts.connections / 2,
-            opts.connections
+            connections / 2,
+            connections
         ),
         learnsync: get(Kind::Learnsync).map(|p| p.1),
         reference: get(Kind::Reference).map(|p| p.1),
@@ -344,6 +345,31 @@ pub async fn connections(opts: &Options, report: &mut Report) -> Result<()> {
         note,
     });
     Ok(())
+}
+
+/// Each device is one socket here and one in the server, and the server inherits this
+/// process's open-file limit: past it the server refuses connections, and the run would measure
+/// refusals, not memory. So a size the limit cannot hold (with room for the database
+/// connections and files of either side) runs at the largest thousand that fits, and says so.
+fn fit_open_files(wanted: usize) -> usize {
+    let Ok((soft, _)) = rlimit::Resource::NOFILE.get() else {
+        return wanted;
+    };
+    let room = usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1_000)
+        / 1_000
+        * 1_000;
+    if wanted <= room {
+        return wanted;
+    }
+    let fitted = room.max(2);
+    eprintln!(
+        "P3: {wanted} devices need {wanted} open files in the harness and as many in the server, \
+         and the limit is {soft} per process: running {fitted} devices (raise the hard limit, \
+         `ulimit -Hn`, for more)"
+    );
+    fitted
 }
 
 /// P4: the first sync of a new device of a heavy user (all its documents): server CPU.
@@ -1064,4 +1090,21 @@ fn apply_costs(history: usize, samples: usize) -> Result<(f64, f64)> {
         single.as_secs_f64() * 1e6 / samples as f64,
         batched.as_secs_f64() * 1e6 / (rounds * 10) as f64,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_open_files;
+
+    #[test]
+    fn a_p3_size_past_the_open_file_limit_is_lowered_to_fit_it() {
+        let soft = rlimit::Resource::NOFILE.get().expect("read the limit").0;
+        assert_eq!(fit_open_files(10), 10, "a small size runs as asked");
+        let fitted = fit_open_files(usize::MAX);
+        assert!(
+            (fitted as u64) < soft,
+            "{fitted} devices do not fit a limit of {soft}"
+        );
+        assert!(fitted == 2 || fitted.is_multiple_of(1_000), "{fitted}");
+    }
 }

@@ -198,14 +198,29 @@ impl Device {
 
     /// Waits until `cond` holds on the client, or panics with `what` after `within`.
     pub async fn wait_for(&self, what: &str, within: Duration, cond: impl Fn(&Client) -> bool) {
+        self.wait_until(what, within, || cond(&self.client.lock().unwrap()))
+            .await;
+    }
+
+    /// Waits until the server has acknowledged some change this device wrote, or panics after
+    /// `within`.
+    pub async fn wait_acknowledged(&self, within: Duration) {
+        self.wait_until("an acknowledged change", within, || {
+            !self.acknowledged.lock().unwrap().is_empty()
+        })
+        .await;
+    }
+
+    /// Re-checks `cond` each time a frame from the server has been handled.
+    async fn wait_until(&self, what: &str, within: Duration, cond: impl Fn() -> bool) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let notified = self.changed.notified();
-            if cond(&self.client.lock().unwrap()) {
+            if cond() {
                 return;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                if cond(&self.client.lock().unwrap()) {
+                if cond() {
                     return;
                 }
                 panic!("timed out waiting for: {what}");

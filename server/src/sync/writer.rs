@@ -10,10 +10,19 @@ use tokio::sync::mpsc;
 
 use super::ShardInput;
 use crate::model::now_ms;
-use crate::store::{DocWrite, Store, WriteOutcome};
+use crate::store::{Backend, DocWrite, Store, WriteOutcome};
 
-/// Most writes in one transaction.
-const MAX_BATCH: usize = 256;
+/// Most writes in one transaction, per backend. PostgreSQL has several writers and cheap
+/// commits: shorter transactions keep a change's wait short. SQLite has one writer, every
+/// commit is an fsync, and a commit's cost is mostly the index pages it dirties (document ids
+/// are random), which a larger batch shares among more writes: at 256 the legacy import
+/// (which keeps the writer always busy) committed full batches back to back.
+pub(crate) fn max_batch(backend: Backend) -> usize {
+    match backend {
+        Backend::Postgres => 256,
+        Backend::Sqlite => 1024,
+    }
+}
 
 /// A write waiting for the next commit.
 pub(crate) struct WriteRequest {
@@ -82,6 +91,7 @@ pub(crate) async fn run(
     mut rx: mpsc::UnboundedReceiver<WriteRequest>,
     compact: mpsc::UnboundedSender<String>,
     compact_after: i64,
+    max_batch: usize,
 ) {
     loop {
         let batch = {
@@ -89,7 +99,7 @@ pub(crate) async fn run(
                 break;
             };
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while batch.len() < max_batch {
                 match rx.try_recv() {
                     Ok(more) => batch.push(more),
                     Err(_) => break,

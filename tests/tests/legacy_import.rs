@@ -179,6 +179,102 @@ both_backends!(cli_imports_the_fixtures_once, |backend| async move {
     );
 });
 
+// A dump whose log rows the database refuses still has its documents imported and reported
+// (its rows and its documents are written at the same time); the dump fails, and running the
+// import again stores the rows and leaves the documents as they are.
+both_backends!(
+    refused_log_rows_do_not_hold_back_the_documents,
+    |backend| async move {
+        let db = TestDb::new(backend).await;
+        let connected = learnsync::store::connect(db.url(), 2, "check")
+            .await
+            .unwrap();
+        let store = connected.store();
+        store.migrate().await.unwrap();
+        let (refuse, allow) = match backend {
+            Backend::Sqlite => (
+                "CREATE TRIGGER refuse_logs BEFORE INSERT ON system_logs \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+                "DROP TRIGGER refuse_logs;",
+            ),
+            Backend::Postgres => (
+                "CREATE FUNCTION refuse_logs() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse_logs BEFORE INSERT ON system_logs \
+             FOR EACH ROW EXECUTE FUNCTION refuse_logs();",
+                "DROP TRIGGER refuse_logs ON system_logs; DROP FUNCTION refuse_logs();",
+            ),
+        };
+        let sql = |text: &'static str| {
+            let url = db.url().to_string();
+            async move {
+                match backend {
+                    Backend::Sqlite => {
+                        let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+                            .await
+                            .unwrap();
+                        sqlx::raw_sql(text).execute(&mut c).await.unwrap();
+                    }
+                    Backend::Postgres => {
+                        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                            .await
+                            .unwrap();
+                        sqlx::raw_sql(text).execute(&mut c).await.unwrap();
+                    }
+                }
+            }
+        };
+        sql(refuse).await;
+        let dir = tempfile::tempdir().unwrap();
+        // A learner's dump with the admin dump's error log in it.
+        let mut dump: serde_json::Map<String, Value> =
+            serde_json::from_str(&fixture("learner-basic.json")).unwrap();
+        let admin: serde_json::Map<String, Value> =
+            serde_json::from_str(&fixture("admin.json")).unwrap();
+        dump.insert("errorLog".into(), admin["errorLog"].clone());
+        std::fs::write(
+            dir.path().join("learner.json"),
+            serde_json::to_string(&dump).unwrap(),
+        )
+        .unwrap();
+        let dir = dir.path().to_str().unwrap().to_string();
+
+        let (ok, run) = cli_import(db.url(), &[&dir]);
+        assert!(!ok, "a failed dump makes the command fail: {run:#}");
+        assert_eq!(run["counts"]["dumps_failed"], 1, "{run:#}");
+        assert!(
+            run["report"][0]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("run the import again"),
+            "{run:#}"
+        );
+        assert_eq!(key_count(&run, "errorLog", "imported"), 0, "{run:#}");
+        let enrolled = key_count(&run, "userEnrollments", "imported");
+        assert!(
+            enrolled > 0,
+            "the documents are imported and reported: {run:#}"
+        );
+        let users = run["counts"]["users"].as_array().unwrap().clone();
+        assert_eq!(users.len(), 1, "{run:#}");
+        let owner = users[0].as_str().unwrap();
+        assert!(
+            !store.enrollments(owner).await.unwrap().is_empty(),
+            "the enrollments are stored"
+        );
+        sql(allow).await;
+        let (ok, again) = cli_import(db.url(), &[&dir]);
+        assert!(ok, "{again:#}");
+        assert!(key_count(&again, "errorLog", "imported") > 0, "{again:#}");
+        assert_eq!(
+            key_count(&again, "userEnrollments", "imported"),
+            0,
+            "{again:#}"
+        );
+        assert_eq!(again["counts"]["users"], json!([]), "{again:#}");
+    }
+);
+
 both_backends!(cli_reports_bad_input_and_fails, |backend| async move {
     let db = TestDb::new(backend).await;
     let dir = tempfile::tempdir().unwrap();

@@ -205,24 +205,16 @@ both_backends!(
                 "DROP TRIGGER refuse_logs ON system_logs; DROP FUNCTION refuse_logs();",
             ),
         };
-        let sql = |text: &'static str| {
-            let url = db.url().to_string();
-            async move {
-                match backend {
-                    Backend::Sqlite => {
-                        let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-                            .await
-                            .unwrap();
-                        sqlx::raw_sql(text).execute(&mut c).await.unwrap();
-                    }
-                    Backend::Postgres => {
-                        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-                            .await
-                            .unwrap();
-                        sqlx::raw_sql(text).execute(&mut c).await.unwrap();
-                    }
+        let sql = |text: &'static str| async {
+            match &connected {
+                learnsync::store::Connected::Sqlite(s) => {
+                    sqlx::raw_sql(text).execute(s.pool()).await.map(drop)
+                }
+                learnsync::store::Connected::Postgres(s) => {
+                    sqlx::raw_sql(text).execute(s.pool()).await.map(drop)
                 }
             }
+            .unwrap()
         };
         sql(refuse).await;
         let dir = tempfile::tempdir().unwrap();

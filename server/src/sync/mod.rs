@@ -234,7 +234,6 @@ impl SyncEngine {
                 queue,
                 compact_tx.clone(),
                 config.compact_after,
-                writer::max_batch(store.backend()),
             ));
         }
         tracker.spawn(writer::compactor(store.clone(), compact_rx));

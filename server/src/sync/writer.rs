@@ -17,7 +17,7 @@ use crate::store::{Backend, DocWrite, Store, WriteOutcome};
 /// commit is an fsync, and a commit's cost is mostly the index pages it dirties (document ids
 /// are random), which a larger batch shares among more writes: at 256 the legacy import
 /// (which keeps the writer always busy) committed full batches back to back.
-pub(crate) fn max_batch(backend: Backend) -> usize {
+fn max_batch(backend: Backend) -> usize {
     match backend {
         Backend::Postgres => 256,
         Backend::Sqlite => 1024,
@@ -91,8 +91,8 @@ pub(crate) async fn run(
     mut rx: mpsc::UnboundedReceiver<WriteRequest>,
     compact: mpsc::UnboundedSender<String>,
     compact_after: i64,
-    max_batch: usize,
 ) {
+    let max_batch = max_batch(store.backend());
     loop {
         let batch = {
             let Some(first) = rx.recv().await else {

@@ -15,26 +15,32 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `libmimalloc-sys` 0.1.49 builds; the crate exports no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed pages go back to the system at once instead of a second later, and only when the
-/// freeing thread allocates again: a server gone quiet otherwise keeps resident what its last
-/// burst freed (4–6 KiB per idle device at 2,000 devices, no throughput cost measured; see
-/// BENCHMARKS.md, P3). `MIMALLOC_PURGE_DELAY` in the environment still decides if it is set.
+/// How long freed pages wait before they go back to the system, in ms: 10 instead of
+/// mimalloc's 1,000. With the default, a server gone quiet kept resident what its last burst
+/// freed (4–6 KiB per idle device at 2,000 devices; see BENCHMARKS.md, P3). Returning them at
+/// once (0) cost latency: each free of a page span became a system call on the path of a
+/// change, and the page a fault and a zeroing when used again (P1 at 10,000 devices: p50 and
+/// p99 worse in each of five runs side by side with 10 ms). At 10 ms the memory goes back as
+/// well (P3 at 6,000 devices: no more resident per device than at 0).
+/// `MIMALLOC_PURGE_DELAY` in the environment still decides if it is set.
 ///
 /// Only for `serve`: a batch command (an import) frees and reallocates the same memory all the
-/// time, and with it returned at once the kernel zeroed each page again on reuse (4,000-dump
-/// import 7% slower; see BENCHMARKS.md, P5). It exits soon and gives everything back then.
-fn purge_freed_memory_at_once() {
+/// time, and with it returned early the kernel zeroed each page again on reuse (4,000-dump
+/// import 7% slower at 0; see BENCHMARKS.md, P5). It exits soon and gives everything back then.
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
+
+fn purge_freed_memory_soon() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: called in `main` before any other thread exists (the function is not
         // thread-safe); it only stores the option's value.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
 }
 
 fn main() -> ExitCode {
     let cli = learnsync::cli::Cli::parse();
     if matches!(cli.command, learnsync::cli::Command::Serve(_)) {
-        purge_freed_memory_at_once();
+        purge_freed_memory_soon();
     }
     learnsync::cli::init_tracing(&cli.log, cli.log_json);
     let runtime = match tokio::runtime::Runtime::new() {

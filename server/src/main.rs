@@ -22,13 +22,13 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// change, and the page a fault and a zeroing when used again (P1 at 10,000 devices: p50 and
 /// p99 worse in each of five runs side by side with 10 ms). At 10 ms the memory goes back as
 /// well (P3 at 6,000 devices: no more resident per device than at 0).
-/// `MIMALLOC_PURGE_DELAY` in the environment still decides if it is set.
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
+
+/// Sets [`PURGE_DELAY_MS`] unless `MIMALLOC_PURGE_DELAY` in the environment says otherwise.
 ///
 /// Only for `serve`: a batch command (an import) frees and reallocates the same memory all the
 /// time, and with it returned early the kernel zeroed each page again on reuse (4,000-dump
 /// import 7% slower at 0; see BENCHMARKS.md, P5). It exits soon and gives everything back then.
-const PURGE_DELAY_MS: std::ffi::c_long = 10;
-
 fn purge_freed_memory_soon() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: called in `main` before any other thread exists (the function is not

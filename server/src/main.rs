@@ -37,10 +37,42 @@ fn purge_freed_memory_soon() {
     }
 }
 
+/// Turns transparent huge pages off for a batch command (an import, a backup) unless
+/// `MIMALLOC_ALLOW_THP` in the environment asks for mimalloc's default.
+///
+/// mimalloc asks the kernel for huge pages on its arenas, and the kernel then zeroes 2 MiB at
+/// the first touch of each; an import frees and reallocates all the time, so purged memory
+/// kept coming back as fresh 2 MiB faults. Measured side by side (BENCHMARKS.md, 2026-12-04
+/// third session): a 10,000-dump import on SQLite spent 5% of its CPU zeroing those pages and
+/// ran 6–9% faster without them, with 10% less memory. `serve` keeps them: without, P1 at
+/// 10,000 devices was worse in two of three pairs (p99 207 and 137 ms against 12.4 and 17.8;
+/// the third 27.5 against 73.8), too unsure a trade for the 2–3 KiB per idle device it saved
+/// at 6,000 devices (P3). The prctl covers the whole
+/// process, SQLite's own allocations too (and the `pg_dump` a backup starts, which inherits it).
+fn no_transparent_huge_pages() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_THP_DISABLE takes four integer arguments and touches no memory of ours.
+        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        if rc != 0 {
+            // Only speed and memory depend on it; say so and go on.
+            eprintln!(
+                "warning: could not turn transparent huge pages off: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = learnsync::cli::Cli::parse();
     if matches!(cli.command, learnsync::cli::Command::Serve(_)) {
         purge_freed_memory_soon();
+    } else {
+        no_transparent_huge_pages();
     }
     learnsync::cli::init_tracing(&cli.log, cli.log_json);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -269,3 +269,53 @@ async fn readiness_reports_a_database_outage_and_recovery() {
     }
     assert_eq!(c.get("/api/courses").await.status, 200);
 }
+
+/// A batch command (here `learnsync import`) turns transparent huge pages off for itself
+/// (BENCHMARKS.md, 2026-12-04 third session: the kernel zeroed 2 MiB per fault of mimalloc's
+/// arenas), `serve` keeps the system's choice (P1 was worse without), and an operator who sets
+/// `MIMALLOC_ALLOW_THP` gets mimalloc's default back. Read from the kernel's view of the
+/// running process, `/proc/<pid>/status`; the import is held on a database that accepts its
+/// connection and never answers, so it is alive while it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_commands_run_without_transparent_huge_pages_unless_asked() {
+    fn thp_enabled(pid: u32) -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .unwrap_or_else(|| panic!("no THP_enabled line in /proc/{pid}/status:\n{status}"))
+            .trim()
+            .to_string()
+    }
+    async fn held_import(env: &[(&str, &str)]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("dump.json"), "{}").unwrap();
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("postgres://postgres@{}/held", silent.local_addr().unwrap());
+        let mut child = tokio::process::Command::new(e2e::process::learnsync_bin())
+            .arg("import")
+            .arg(dir.path())
+            .args(["--database-url", &url])
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let (_held, _) = tokio::time::timeout(std::time::Duration::from_secs(30), silent.accept())
+            .await
+            .expect("the import connects to its database")
+            .unwrap();
+        let seen = thp_enabled(child.id().expect("the import is still running"));
+        child.kill().await.unwrap();
+        seen
+    }
+    assert_eq!(held_import(&[]).await, "0");
+    assert_eq!(held_import(&[("MIMALLOC_ALLOW_THP", "1")]).await, "1");
+    let db = e2e::db::TestDb::new(Backend::Sqlite).await;
+    let server = e2e::process::ServerProcess::start(db.url(), &[]).await;
+    assert_eq!(
+        thp_enabled(server.pid().expect("the server is running")),
+        "1"
+    );
+}

@@ -44,11 +44,11 @@ fn purge_freed_memory_soon() {
 /// the first touch of each; an import frees and reallocates all the time, so purged memory
 /// kept coming back as fresh 2 MiB faults. Measured side by side (BENCHMARKS.md, 2026-12-04
 /// third session): a 10,000-dump import on SQLite spent 5% of its CPU zeroing those pages and
-/// ran 6–9% faster without them, with 10% less memory. `serve` keeps them: without, P1 at
-/// 10,000 devices was worse in two of three pairs (p99 207 and 137 ms against 12.4 and 17.8;
-/// the third 27.5 against 73.8), too unsure a trade for the 2–3 KiB per idle device it saved
-/// at 6,000 devices (P3). The prctl covers the whole
-/// process, SQLite's own allocations too (and the `pg_dump` a backup starts, which inherits it).
+/// ran about 6% faster without them (medians of five pairs), with 8–10% less memory. `serve`
+/// keeps them: without, P1 at 10,000 devices was worse in two of three pairs (p99 207 and
+/// 137 ms against 12.4 and 17.8; the third 27.5 against 73.8), too unsure a trade for the
+/// 2–3 KiB per idle device it saved at 6,000 devices (P3). The prctl covers the whole process,
+/// SQLite's own allocations too (and the `pg_dump` a backup starts, which inherits it).
 fn no_transparent_huge_pages() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
         return;

@@ -296,6 +296,7 @@ async fn batch_commands_run_without_transparent_huge_pages_unless_asked() {
             .arg("import")
             .arg(dir.path())
             .args(["--database-url", &url])
+            .env_remove("MIMALLOC_ALLOW_THP")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

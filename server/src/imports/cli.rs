@@ -88,6 +88,9 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     let tracker = TaskTracker::new();
     let mut sync_config = SyncConfig::from_config(&config);
     sync_config.compact_idle = false;
+    // Commits of up to 256 documents: three writers overlap them with the import's own work
+    // (10,000 dumps: 1,287 and 1,469/s against 1,199 and 1,182 with one; BENCHMARKS.md, P5).
+    sync_config.postgres_writers = 3;
     let sync = SyncEngine::start(
         store.clone(),
         connected.change_feed(),

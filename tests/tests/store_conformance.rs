@@ -2336,6 +2336,142 @@ both_backends!(
 );
 
 both_backends!(
+    compactions_racing_writes_and_each_other_lose_nothing,
+    |backend| async move {
+        use automerge::transaction::Transactable;
+        use automerge::{AutoCommit, ReadDoc};
+        use learnsync::store::{DocWrite, WriteOutcome};
+
+        // A compaction rebuilds the document before it locks the row, so writes (on another
+        // connection) commit while it works, and two instances may compact the same document at
+        // once. Every stored change must survive, and the document's counters must match the
+        // rows left: `change_count` drives compaction, `byte_size` the storage figures.
+        let (db, store) = open(backend).await;
+        let owner = store
+            .create_user(&new_user(1, Role::Learner))
+            .await
+            .unwrap()
+            .user
+            .id;
+        const CHANGES: usize = 120;
+        let writer = {
+            let (store, owner) = (store.clone(), owner.clone());
+            tokio::spawn(async move {
+                let mut doc = AutoCommit::new();
+                let list = doc
+                    .put_object(automerge::ROOT, "n", automerge::ObjType::List)
+                    .unwrap();
+                let mut before = Vec::new();
+                for i in 0..CHANGES {
+                    doc.insert(&list, i, i as i64).unwrap();
+                    let outcome = store
+                        .store_writes(
+                            &[DocWrite {
+                                doc_id: "doc-compacted".into(),
+                                owner_id: owner.clone(),
+                                kind: "other".into(),
+                                course_id: None,
+                                changes: doc.save_after(&before),
+                                projection: None,
+                                likely_new: before.is_empty(),
+                            }],
+                            1_700_000_000_000,
+                        )
+                        .await
+                        .unwrap();
+                    before = doc.get_heads();
+                    assert!(matches!(outcome[0], WriteOutcome::Stored { .. }));
+                }
+            })
+        };
+        // Each compactor checks the counters against the rows after every run, while the
+        // writes go on: a write updates both in one transaction and the check reads both in one
+        // statement, so they agree at every moment unless a compaction miscounted.
+        let compactors: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, url) = (store.clone(), db.url().to_string());
+                tokio::spawn(async move {
+                    for run in 0..300 {
+                        store.compact_document("doc-compacted").await.unwrap();
+                        let Some([counted, rows_left, size, bytes]) = counters(backend, &url).await
+                        else {
+                            continue;
+                        };
+                        assert_eq!(
+                            counted, rows_left,
+                            "change_count against the rows left, run {run}"
+                        );
+                        assert_eq!(size, bytes, "byte_size against the bytes stored, run {run}");
+                    }
+                })
+            })
+            .collect();
+        writer.await.unwrap();
+        for c in compactors {
+            c.await.unwrap();
+        }
+        let found = store.load_document("doc-compacted").await.unwrap().unwrap();
+        let mut doc = AutoCommit::new();
+        for chunk in &found.chunks {
+            doc.load_incremental(chunk).unwrap();
+        }
+        let (_, list) = doc.get(automerge::ROOT, "n").unwrap().unwrap();
+        assert_eq!(doc.length(&list), CHANGES, "changes lost to a compaction");
+        for i in 0..CHANGES {
+            let (value, _) = doc.get(&list, i).unwrap().unwrap();
+            assert_eq!(value.as_i64(), Some(i as i64));
+        }
+        // Once more, with no write beside it, folds everything.
+        store.compact_document("doc-compacted").await.unwrap();
+        let after = store.load_document("doc-compacted").await.unwrap().unwrap();
+        assert_eq!(
+            after.chunks.len(),
+            1,
+            "a last compaction leaves one snapshot"
+        );
+        let [counted, rows_left, size, bytes] = counters(backend, db.url()).await.unwrap();
+        assert_eq!([counted, rows_left], [0, 0]);
+        assert_eq!(size, bytes);
+    }
+);
+
+/// `doc-compacted`'s `change_count`, its change rows, its `byte_size` and the bytes of its
+/// snapshot and rows, in one statement (so of one moment), straight from the database; `None`
+/// before its first write.
+async fn counters(backend: Backend, url: &str) -> Option<[i64; 4]> {
+    use sqlx::{Connection, Row};
+    const COUNTERS: &str = "SELECT d.change_count AS counted, d.byte_size AS size, \
+         (SELECT count(*) FROM document_changes c WHERE c.doc_id = d.id) AS rows_left, \
+         COALESCE(length(d.snapshot), 0) + COALESCE((SELECT sum(length(c.data)) FROM document_changes c WHERE c.doc_id = d.id), 0) AS bytes \
+         FROM documents d WHERE d.id = 'doc-compacted'";
+    fn read<R: Row>(r: &R) -> [i64; 4]
+    where
+        for<'c> &'c str: sqlx::ColumnIndex<R>,
+        i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        ["counted", "rows_left", "size", "bytes"].map(|c| r.try_get::<i64, _>(c).unwrap())
+    }
+    match backend {
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            let row = sqlx::query(COUNTERS)
+                .fetch_optional(&mut conn)
+                .await
+                .unwrap();
+            row.as_ref().map(read)
+        }
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            let row = sqlx::query(COUNTERS)
+                .fetch_optional(&mut conn)
+                .await
+                .unwrap();
+            row.as_ref().map(read)
+        }
+    }
+}
+
+both_backends!(
     loading_documents_together_equals_loading_each,
     |backend| async move {
         use learnsync::store::SyncStateRow;

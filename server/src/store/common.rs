@@ -1517,58 +1517,83 @@ macro_rules! impl_store {
             }
 
             async fn compact_document(&self, id: &str) -> StoreResult<()> {
-                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
-                // Lock the document row: writers update it before inserting changes, so no change
-                // commits for this document while we fold its changes.
-                let Some(row) = sqlx::query(&format!("SELECT snapshot FROM documents WHERE id = $1 {}", Self::FOR_UPDATE))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(map_err)?
-                else {
+                // Read and rebuild without holding anything: the rebuild (a load and a save of
+                // the whole document) is the slow part, and a server on PostgreSQL commits every
+                // user's writes through one writer, which would wait behind a locked row. One
+                // statement, so the snapshot and the change rows are of one moment (see
+                // `load_documents`).
+                let rows = sqlx::query(
+                    "SELECT CAST(0 AS BIGINT) AS part, CAST(0 AS BIGINT) AS seq, snapshot AS data FROM documents WHERE id = $1 \
+                     UNION ALL \
+                     SELECT CAST(1 AS BIGINT), seq, data FROM document_changes WHERE doc_id = $1 \
+                     ORDER BY part, seq",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                let Some(first) = rows.first().filter(|r| r.try_get::<i64, _>("part").ok() == Some(0)) else {
                     return Ok(());
                 };
+                let read_snapshot: Option<Vec<u8>> = first.try_get("data")?;
                 let mut doc = automerge::Automerge::new();
-                if let Some(snapshot) = row.try_get::<Option<Vec<u8>>, _>("snapshot")? {
-                    doc.load_incremental(&snapshot)
+                if let Some(snapshot) = &read_snapshot {
+                    doc.load_incremental(snapshot)
                         .map_err(|e| StoreError::Corrupt(format!("snapshot of {id}: {e}")))?;
                 }
-                let changes = sqlx::query("SELECT seq, data FROM document_changes WHERE doc_id = $1 ORDER BY seq")
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                if changes.is_empty() {
-                    return Ok(());
-                }
-                let mut max_seq = 0i64;
-                for r in &changes {
-                    let data: Vec<u8> = r.try_get("data")?;
+                let mut folded: Vec<i64> = Vec::with_capacity(rows.len() - 1);
+                for r in &rows[1..] {
+                    let data: Option<Vec<u8>> = r.try_get("data")?;
                     // A chunk automerge cannot read stays as a change row (never dropped).
-                    if doc.load_incremental(&data).is_err() {
+                    if doc.load_incremental(data.as_deref().unwrap_or_default()).is_err() {
                         tracing::error!(doc = id, "unreadable change chunk kept out of the snapshot");
                         return Ok(());
                     }
-                    max_seq = max_seq.max(r.try_get("seq")?);
+                    folded.push(r.try_get("seq")?);
                 }
-                if !doc.get_missing_deps(&[]).is_empty() {
-                    // Changes whose dependencies are missing must stay as rows until they arrive.
+                if folded.is_empty() || !doc.get_missing_deps(&[]).is_empty() {
+                    // Nothing to fold, or changes whose dependencies are missing: those must stay
+                    // as rows until the dependencies arrive.
                     return Ok(());
                 }
                 let snapshot = doc.save();
-                sqlx::query("UPDATE documents SET snapshot = $2, change_count = 0, byte_size = $3 WHERE id = $1")
+
+                // Then lock the row (writers update it before inserting changes, so no change
+                // of this document commits meanwhile) and fold only if nobody compacted it since
+                // the read. Exactly the rows read are deleted: rows written since stay, counted.
+                let mut tx = self.writes().begin_with(Self::BEGIN_WRITE).await.map_err(map_err)?;
+                let current = sqlx::query(&format!("SELECT snapshot FROM documents WHERE id = $1 {}", Self::FOR_UPDATE))
                     .bind(id)
-                    .bind(&snapshot)
-                    .bind(snapshot.len() as i64)
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                sqlx::query("DELETE FROM document_changes WHERE doc_id = $1 AND seq <= $2")
-                    .bind(id)
-                    .bind(max_seq)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                let Some(current) = current else {
+                    return Ok(());
+                };
+                if current.try_get::<Option<Vec<u8>>, _>("snapshot")? != read_snapshot {
+                    // Compacted by another instance meanwhile: this rebuild is stale (a later
+                    // write asks again).
+                    return Ok(());
+                }
+                for chunk in folded.chunks(BIND_CHUNK) {
+                    let mut qb = QueryBuilder::<$db>::new("DELETE FROM document_changes WHERE doc_id = ");
+                    qb.push_bind(id).push(" AND seq IN (");
+                    push_bind_list(&mut qb, chunk.iter().copied());
+                    qb.push(")");
+                    qb.build().execute(&mut *tx).await.map_err(map_err)?;
+                }
+                sqlx::query(
+                    "UPDATE documents SET snapshot = $2, \
+                       change_count = (SELECT count(*) FROM document_changes WHERE doc_id = $1), \
+                       byte_size = $3 + COALESCE((SELECT sum(length(data)) FROM document_changes WHERE doc_id = $1), 0) \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&snapshot)
+                .bind(snapshot.len() as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(())
             }

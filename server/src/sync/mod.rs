@@ -155,11 +155,15 @@ pub struct SyncConfig {
     pub ping_interval: Duration,
     /// Group-commit writers on PostgreSQL (SQLite always has one). A server's devices send
     /// small changes that reach the other devices before their commit, so the commit is off
-    /// the path P1 measures but its cost is not: one writer gathers what arrives during a
+    /// the path P1 measures but its CPU cost is not: one writer gathers what arrives during a
     /// commit into the next one, and PostgreSQL's work (and the round trips) per change fall.
-    /// At 10,000 devices and 2,000 changes/s, p50 1.09–1.24 ms against 1.27–1.44 with three,
-    /// with the same P2 ceiling (BENCHMARKS.md). The import CLI asks for three: its commits
-    /// are large, and overlapping them with its own CPU work is 10–20% faster there.
+    /// The price: a slow commit delays every user's writes, not a share of them (compaction
+    /// rebuilds a document before it takes the document's row, so it does not hold them up).
+    /// At 10,000 devices and 2,000 changes/s, p50 1.07–1.24 ms against 1.27–1.56 with three
+    /// over six pairs, with the same P2 ceiling (BENCHMARKS.md). The import CLI asks for
+    /// three: its commits are large, and overlapping them with its own CPU work was 7% and
+    /// 24% faster in two pairs (BENCHMARKS.md, P5). Each writer holds a connection while it
+    /// commits, so the count stays well below the pool's size (at most 16 are started).
     pub postgres_writers: usize,
 }
 

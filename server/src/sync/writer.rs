@@ -13,10 +13,10 @@ use crate::model::now_ms;
 use crate::store::{Backend, DocWrite, Store, WriteOutcome};
 
 /// Most writes in one transaction, per backend. PostgreSQL has cheap commits: shorter
-/// transactions keep a change's wait short. SQLite has one writer, every
-/// commit is an fsync, and a commit's cost is mostly the index pages it dirties (document ids
-/// are random), which a larger batch shares among more writes: at 256 the legacy import
-/// (which keeps the writer always busy) committed full batches back to back.
+/// transactions keep a change's wait short. SQLite has one writer, every commit is an fsync,
+/// and a commit's cost is mostly the index pages it dirties (document ids are random), which a
+/// larger batch shares among more writes: at 256 the legacy import (which keeps the writer
+/// always busy) committed full batches back to back.
 fn max_batch(backend: Backend) -> usize {
     match backend {
         Backend::Postgres => 256,
@@ -33,9 +33,9 @@ pub(crate) struct WriteRequest {
 
 /// The writers, each with its own queue (one on SQLite and for a server on PostgreSQL, three
 /// for the import CLI: [`super::SyncConfig::postgres_writers`]). All writes of one user go to
-/// the same writer, so two concurrent transactions never touch the same user's rows
-/// (documents, `enrollments`, `user_preferences`): group commits cannot deadlock on each
-/// other, and one user's writes are stored in the order the hub issued them.
+/// the same writer, so within one process two concurrent transactions never touch the same
+/// user's rows (documents, `enrollments`, `user_preferences`): group commits cannot deadlock
+/// on each other, and one user's writes are stored in the order the hub issued them.
 ///
 /// Beside them, the compactor's queue: documents worth folding into a snapshot.
 #[derive(Clone)]

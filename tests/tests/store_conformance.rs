@@ -1757,9 +1757,7 @@ both_backends!(
 both_backends!(
     a_load_racing_compaction_sees_every_stored_change,
     |backend| async move {
-        use automerge::transaction::Transactable;
         use automerge::{AutoCommit, ReadDoc};
-        use learnsync::store::{DocWrite, WriteOutcome};
         use std::sync::atomic::{AtomicUsize, Ordering};
 
         // A change is stored, then the document is compacted (snapshot rewritten, change rows
@@ -1778,30 +1776,9 @@ both_backends!(
         let writer = {
             let (store, stored, owner) = (store.clone(), stored.clone(), owner.clone());
             tokio::spawn(async move {
-                let mut doc = AutoCommit::new();
-                let list = doc
-                    .put_object(automerge::ROOT, "n", automerge::ObjType::List)
-                    .unwrap();
-                let mut before = Vec::new();
+                let mut list = ListWriter::new(store.clone(), owner, "doc-race");
                 for i in 0..CHANGES {
-                    doc.insert(&list, i, i as i64).unwrap();
-                    let outcome = store
-                        .store_writes(
-                            &[DocWrite {
-                                doc_id: "doc-race".into(),
-                                owner_id: owner.clone(),
-                                kind: "other".into(),
-                                course_id: None,
-                                changes: doc.save_after(&before),
-                                projection: None,
-                                likely_new: before.is_empty(),
-                            }],
-                            1_700_000_000_000,
-                        )
-                        .await
-                        .unwrap();
-                    before = doc.get_heads();
-                    assert!(matches!(outcome[0], WriteOutcome::Stored { .. }));
+                    list.append(i as i64).await;
                     stored.store(i + 1, Ordering::SeqCst);
                     if i % 3 == 2 {
                         store.compact_document("doc-race").await.unwrap();
@@ -2338,9 +2315,7 @@ both_backends!(
 both_backends!(
     compactions_racing_writes_and_each_other_lose_nothing,
     |backend| async move {
-        use automerge::transaction::Transactable;
         use automerge::{AutoCommit, ReadDoc};
-        use learnsync::store::{DocWrite, WriteOutcome};
 
         // A compaction rebuilds the document before it locks the row, so writes (on another
         // connection) commit while it works, and two instances may compact the same document at
@@ -2357,30 +2332,9 @@ both_backends!(
         let writer = {
             let (store, owner) = (store.clone(), owner.clone());
             tokio::spawn(async move {
-                let mut doc = AutoCommit::new();
-                let list = doc
-                    .put_object(automerge::ROOT, "n", automerge::ObjType::List)
-                    .unwrap();
-                let mut before = Vec::new();
+                let mut list = ListWriter::new(store, owner, "doc-compacted");
                 for i in 0..CHANGES {
-                    doc.insert(&list, i, i as i64).unwrap();
-                    let outcome = store
-                        .store_writes(
-                            &[DocWrite {
-                                doc_id: "doc-compacted".into(),
-                                owner_id: owner.clone(),
-                                kind: "other".into(),
-                                course_id: None,
-                                changes: doc.save_after(&before),
-                                projection: None,
-                                likely_new: before.is_empty(),
-                            }],
-                            1_700_000_000_000,
-                        )
-                        .await
-                        .unwrap();
-                    before = doc.get_heads();
-                    assert!(matches!(outcome[0], WriteOutcome::Stored { .. }));
+                    list.append(i as i64).await;
                 }
             })
         };
@@ -2434,6 +2388,62 @@ both_backends!(
         assert_eq!(size, bytes);
     }
 );
+
+/// Appends numbers to a list `n` in one document, storing each append as its own write: the
+/// writer side of the compaction races.
+struct ListWriter {
+    store: Arc<dyn Store>,
+    owner: String,
+    doc_id: &'static str,
+    doc: automerge::AutoCommit,
+    list: automerge::ObjId,
+    before: Vec<automerge::ChangeHash>,
+}
+
+impl ListWriter {
+    fn new(store: Arc<dyn Store>, owner: String, doc_id: &'static str) -> Self {
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::AutoCommit::new();
+        let list = doc
+            .put_object(automerge::ROOT, "n", automerge::ObjType::List)
+            .unwrap();
+        Self {
+            store,
+            owner,
+            doc_id,
+            doc,
+            list,
+            before: Vec::new(),
+        }
+    }
+
+    /// Appends `value` and stores the change; panics unless it was stored.
+    async fn append(&mut self, value: i64) {
+        use automerge::ReadDoc;
+        use automerge::transaction::Transactable;
+        use learnsync::store::{DocWrite, WriteOutcome};
+        let at = self.doc.length(&self.list);
+        self.doc.insert(&self.list, at, value).unwrap();
+        let outcome = self
+            .store
+            .store_writes(
+                &[DocWrite {
+                    doc_id: self.doc_id.into(),
+                    owner_id: self.owner.clone(),
+                    kind: "other".into(),
+                    course_id: None,
+                    changes: self.doc.save_after(&self.before),
+                    projection: None,
+                    likely_new: self.before.is_empty(),
+                }],
+                1_700_000_000_000,
+            )
+            .await
+            .unwrap();
+        self.before = self.doc.get_heads();
+        assert!(matches!(outcome[0], WriteOutcome::Stored { .. }));
+    }
+}
 
 /// `doc-compacted`'s `change_count`, its change rows, its `byte_size` and the bytes of its
 /// snapshot and rows, in one statement (so of one moment), straight from the database; `None`

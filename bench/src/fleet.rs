@@ -304,7 +304,9 @@ async fn run_device(
         actor,
     });
     client.set_documents(id.preferences, id.learning);
-    let (ws, _) = tokio_tungstenite::connect_async(&url)
+    // Nagle's algorithm off, as browsers and the official client's Node sockets have it: a
+    // device's change must not wait for the server's delayed ACK of its previous frame.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, None, true)
         .await
         .context("websocket connect")?;
     let (mut sink, mut stream) = ws.split();

@@ -1,5 +1,5 @@
 //! The TCP listener the server accepts on: every connection that moves no byte in either
-//! direction for a while is closed.
+//! direction for a while is closed, and none waits for Nagle's algorithm.
 //!
 //! Why: hyper (as `axum::serve` runs it) has no timer, so a client that opens a TCP connection
 //! and never sends a request, or stops halfway through its headers, would hold a socket and a
@@ -41,6 +41,12 @@ impl axum::serve::Listener for IdleTimeoutListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        // Sync messages are small and answered at once: with Nagle's algorithm on, a frame
+        // written while the previous one is unacknowledged waits for the device's ACK, which
+        // a device that has nothing to answer delays by up to 40 ms.
+        if let Err(e) = io.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not disable Nagle's algorithm on a connection");
+        }
         (IdleTimeout::new(io, self.idle), addr)
     }
 

@@ -472,6 +472,23 @@ async fn two_instances_on_one_postgres_fan_out_in_real_time() {
             c.preferences().unwrap().get("theme") == Some(&json!("light"))
         })
         .await;
+    // A burst, which group commits gather into notifications of several changes each, and a
+    // change too large to ride in a notification (the other instance reads it back by number).
+    let big = "x".repeat(12_000);
+    for n in 0..30 {
+        on_first.edit(|c| c.set_preference("n", &json!(n), now()).unwrap());
+    }
+    on_first.edit(|c| c.set_preference("big", &json!(big), now()).unwrap());
+    on_second
+        .wait_for(
+            "a burst and a large change from the other instance",
+            WAIT,
+            |c| {
+                let prefs = c.preferences().unwrap();
+                prefs.get("n") == Some(&json!(29)) && prefs.get("big") == Some(&json!(big))
+            },
+        )
+        .await;
     stop_second.cancel();
     let _ = server.await;
 }

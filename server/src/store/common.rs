@@ -19,6 +19,7 @@ macro_rules! impl_store {
         use automerge::ReadDoc as _;
         use serde_json::Value as Json;
         use sqlx::{QueryBuilder, Row};
+        use sync_core::docs::compaction::Folded;
         use sync_core::docs::projection::Projection;
 
         use crate::model::*;
@@ -1536,27 +1537,28 @@ macro_rules! impl_store {
                     return Ok(());
                 };
                 let read_snapshot: Option<Vec<u8>> = first.try_get("data")?;
-                let mut doc = automerge::Automerge::new();
-                if let Some(snapshot) = &read_snapshot {
-                    doc.load_incremental(snapshot)
-                        .map_err(|e| StoreError::Corrupt(format!("snapshot of {id}: {e}")))?;
-                }
                 let mut folded: Vec<i64> = Vec::with_capacity(rows.len() - 1);
+                let mut chunks: Vec<Vec<u8>> = Vec::with_capacity(rows.len() - 1);
                 for r in &rows[1..] {
-                    let data: Option<Vec<u8>> = r.try_get("data")?;
-                    // A chunk automerge cannot read stays as a change row (never dropped).
-                    if doc.load_incremental(data.as_deref().unwrap_or_default()).is_err() {
-                        tracing::error!(doc = id, "unreadable change chunk kept out of the snapshot");
-                        return Ok(());
-                    }
                     folded.push(r.try_get("seq")?);
+                    chunks.push(r.try_get::<Option<Vec<u8>>, _>("data")?.unwrap_or_default());
                 }
-                if folded.is_empty() || !doc.get_missing_deps(&[]).is_empty() {
-                    // Nothing to fold, or changes whose dependencies are missing: those must stay
-                    // as rows until the dependencies arrive.
+                if folded.is_empty() {
                     return Ok(());
                 }
-                let snapshot = doc.save();
+                let chunk_refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+                let snapshot = match sync_core::docs::compaction::fold_stored(read_snapshot.as_deref(), &chunk_refs)
+                    .map_err(|e| StoreError::Corrupt(format!("snapshot of {id}: {e}")))?
+                {
+                    Folded::Snapshot(snapshot) => snapshot,
+                    // Changes whose dependencies are missing stay as rows until those arrive.
+                    Folded::MissingDeps => return Ok(()),
+                    // A chunk automerge cannot read stays as a change row (never dropped).
+                    Folded::UnreadableChunk(why) => {
+                        tracing::error!(doc = id, error = why, "unreadable change chunk kept out of the snapshot");
+                        return Ok(());
+                    }
+                };
 
                 // Then lock the row (writers update it before inserting changes, so no change
                 // of this document commits meanwhile) and fold only if nobody compacted it since

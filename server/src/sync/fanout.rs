@@ -1,9 +1,10 @@
 //! Changes and events from other instances, over PostgreSQL `LISTEN`.
 //!
-//! A change stored by another instance arrives as `origin\tdoc\tseq\tbase64` (the chunk itself,
-//! or empty when it was too large for a notification: then it is read by sequence number) and
-//! goes to the shard of its document, which applies it and syncs local peers. If the listening
-//! connection drops, notifications may have been missed: devices still converge (they resync on
+//! A change stored by another instance arrives as an entry `doc\tseq\tbase64` of a notification
+//! that carries its group commit's changes (`change_payloads`): the chunk itself, or empty when
+//! it was too large for a notification (then it is read by sequence number). It goes to the
+//! shard of its document, which applies it and syncs local peers. If the listening connection
+//! drops, notifications may have been missed: devices still converge (they resync on
 //! every message exchange), and live fan-out resumes when the listener reconnects.
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use sync_core::hub::ResyncScope;
 use tokio_util::sync::CancellationToken;
 
 use super::{ShardInput, SyncEngine};
-use crate::store::postgres::{CHANGES_CHANNEL, ChangeFeed, EVENTS_CHANNEL};
+use crate::store::postgres::{CHANGES_CHANNEL, ChangeFeed, EVENTS_CHANNEL, change_entries};
 
 pub(crate) async fn listen(engine: Arc<SyncEngine>, feed: ChangeFeed, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(200);
@@ -58,18 +59,16 @@ async fn run(
             continue;
         }
         if notification.channel() == CHANGES_CHANNEL {
-            handle_change(engine, rest).await;
+            for (doc, seq, data) in change_entries(rest) {
+                handle_change(engine, doc, seq, data).await;
+            }
         } else {
             handle_event(engine, rest);
         }
     }
 }
 
-async fn handle_change(engine: &Arc<SyncEngine>, rest: &str) {
-    let mut parts = rest.splitn(3, '\t');
-    let (Some(doc), Some(seq), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
-        return;
-    };
+async fn handle_change(engine: &Arc<SyncEngine>, doc: &str, seq: &str, data: &str) {
     let Ok(doc_id) = DocumentId::parse(doc) else {
         return;
     };

@@ -18,6 +18,7 @@
 //! Readers take any [`ReadDoc`] (an `Automerge` or an `AutoCommit`); writers take an
 //! `AutoCommit` and leave the change open until [`commit`] so that one user action is one change.
 
+pub mod compaction;
 pub mod course;
 pub mod learning;
 pub mod preferences;

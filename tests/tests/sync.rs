@@ -474,18 +474,36 @@ async fn two_instances_on_one_postgres_fan_out_in_real_time() {
         .await;
     // A burst, which group commits gather into notifications of several changes each, and a
     // change too large to ride in a notification (the other instance reads it back by number).
-    let big = "x".repeat(12_000);
     for n in 0..30 {
         on_first.edit(|c| c.set_preference("n", &json!(n), now()).unwrap());
     }
-    on_first.edit(|c| c.set_preference("big", &json!(big), now()).unwrap());
+    // Four values of 4,000 characters that do not compress (automerge deflates large changes):
+    // one change of over 10 KB, past what a notification carries.
+    let mut seed = 0x2545_f491_u64;
+    let big: Vec<String> = (0..4)
+        .map(|_| {
+            (0..4_000)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    char::from_digit(((seed >> 33) % 36) as u32, 36).unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    on_first.edit(|c| {
+        for (i, value) in big.iter().enumerate() {
+            c.set_preference(&format!("big{i}"), &json!(value), now())
+                .unwrap();
+        }
+    });
     on_second
         .wait_for(
             "a burst and a large change from the other instance",
             WAIT,
             |c| {
                 let prefs = c.preferences().unwrap();
-                prefs.get("n") == Some(&json!(29)) && prefs.get("big") == Some(&json!(big))
+                prefs.get("n") == Some(&json!(29))
+                    && (0..4).all(|i| prefs.get(&format!("big{i}")) == Some(&json!(big[i])))
             },
         )
         .await;

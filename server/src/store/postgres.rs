@@ -15,6 +15,9 @@ use super::{Backend, SearchPlan, StoreError, StoreResult};
 /// during a rolling upgrade, listens on the old name and so never misreads a new payload.
 pub const CHANGES_CHANNEL: &str = "learnsync_changes_v2";
 
+/// The channel for instance-wide events (forced sync, catalog changes, disconnects).
+pub const EVENTS_CHANNEL: &str = "learnsync_events";
+
 /// PostgreSQL refuses a notification payload of 8000 bytes or more.
 const MAX_PAYLOAD_BYTES: usize = 7_900;
 
@@ -25,8 +28,10 @@ const MAX_PAYLOAD_BYTES: usize = 7_900;
 ///
 /// Why packed: every instance listens on the channel, this one too, and PostgreSQL has no way
 /// to leave the sender out. One notification per change cost a listener wake-up, a message and
-/// a parse per change on every instance, the sender's own included — at 2,000 changes/s that
-/// was CPU taken from the sync path on the same cores. Packed, it is one per group commit.
+/// a parse per change on every instance, the sender's own included; packed, their number
+/// follows the commits, not the changes. (At P1's 2,000 changes/s, where one writer's commits
+/// hold a few changes each, no difference in CPU was measured: BENCHMARKS.md, 2026-12-04, fifth
+/// session.)
 pub(crate) fn change_payloads(
     origin: &str,
     notes: &[(String, i64, Option<&Vec<u8>>)],
@@ -64,8 +69,6 @@ pub(crate) fn change_entries(rest: &str) -> impl Iterator<Item = (&str, &str, &s
         Some((parts.next()?, parts.next()?, parts.next()?))
     })
 }
-/// The channel for instance-wide events (forced sync, catalog changes, disconnects).
-pub const EVENTS_CHANNEL: &str = "learnsync_events";
 
 /// How many rows of the catalog, in the order asked for, a search tests one by one per row of
 /// its page before it looks its matches up instead (see `search_plan`): when at least 1% of
@@ -262,7 +265,7 @@ mod tests {
             assert_eq!((doc, seq), (want_doc, want_seq));
             // Too large (or not given): empty, so the listener reads it by sequence number.
             let expected = want
-                .filter(|c| c.len() <= super::common::MAX_NOTIFY_CHANGE_BYTES)
+                .filter(|c| c.len() <= MAX_NOTIFY_CHANGE_BYTES)
                 .cloned()
                 .unwrap_or_default();
             assert_eq!(bytes, &expected, "{doc}");

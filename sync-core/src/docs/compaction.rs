@@ -19,10 +19,11 @@ pub enum Folded {
 /// Loads `snapshot` followed by `chunks` in one pass and saves the result.
 ///
 /// Why one pass: automerge applies the changes of one load as a batch, where loading the
-/// chunks one `load_incremental` at a time applies them one by one — for a document compacted
-/// after 64 small changes, most of a compaction's CPU. And why `load_with_options` rather than
-/// `load_incremental`: the latter skips a chunk it cannot parse and reports success, which
-/// would fold a row's change away unread; a strict load refuses the whole fold instead.
+/// chunks one `load_incremental` at a time applied them one by one — for a document compacted
+/// after 64 small changes, about half of a compaction's CPU (BENCHMARKS.md, 2026-12-04, fifth
+/// session). And why `load_with_options` rather than `load_incremental`: the latter skips a
+/// chunk it cannot parse and reports success, which would fold a row's change away unread; a
+/// strict load refuses the whole fold instead.
 ///
 /// Fails only when the snapshot itself does not load (the document is corrupt).
 pub fn fold_stored(snapshot: Option<&[u8]>, chunks: &[&[u8]]) -> Result<Folded, DocError> {

@@ -10,9 +10,6 @@
 /// in a loop (a real user has a few hundred at most).
 pub(crate) const MAX_DOCS_PER_USER: i64 = 5_000;
 
-/// Postgres NOTIFY payloads are limited to 8000 bytes; bigger changes are fetched by sequence.
-pub(crate) const MAX_NOTIFY_CHANGE_BYTES: usize = 5_000;
-
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         use async_trait::async_trait;
@@ -23,7 +20,7 @@ macro_rules! impl_store {
         use sync_core::docs::projection::Projection;
 
         use crate::model::*;
-        use crate::store::common::{MAX_DOCS_PER_USER, MAX_NOTIFY_CHANGE_BYTES};
+        use crate::store::common::MAX_DOCS_PER_USER;
         use crate::store::*;
 
         type DbRow = <$db as sqlx::Database>::Row;
@@ -1465,7 +1462,7 @@ macro_rules! impl_store {
                                 .get_mut(&w.doc_id)
                                 .and_then(|q| q.pop_front())
                                 .ok_or_else(|| StoreError::Corrupt(format!("no change row returned for {}", w.doc_id)))?;
-                            notes.push((w.doc_id.clone(), seq, if w.changes.len() <= MAX_NOTIFY_CHANGE_BYTES { Some(&w.changes) } else { None }));
+                            notes.push((w.doc_id.clone(), seq, w.changes.as_slice()));
                             outcomes.push(WriteOutcome::Stored { seq, pending_changes: pending });
                         }
                         (None, Some(why)) => outcomes.push(WriteOutcome::Rejected(why.clone())),
@@ -1538,16 +1535,15 @@ macro_rules! impl_store {
                 };
                 let read_snapshot: Option<Vec<u8>> = first.try_get("data")?;
                 let mut folded: Vec<i64> = Vec::with_capacity(rows.len() - 1);
-                let mut chunks: Vec<Vec<u8>> = Vec::with_capacity(rows.len() - 1);
+                let mut chunks: Vec<&[u8]> = Vec::with_capacity(rows.len() - 1);
                 for r in &rows[1..] {
                     folded.push(r.try_get("seq")?);
-                    chunks.push(r.try_get::<Option<Vec<u8>>, _>("data")?.unwrap_or_default());
+                    chunks.push(r.try_get::<Option<&[u8]>, _>("data")?.unwrap_or_default());
                 }
                 if folded.is_empty() {
                     return Ok(());
                 }
-                let chunk_refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-                let snapshot = match sync_core::docs::compaction::fold_stored(read_snapshot.as_deref(), &chunk_refs)
+                let snapshot = match sync_core::docs::compaction::fold_stored(read_snapshot.as_deref(), &chunks)
                     .map_err(|e| StoreError::Corrupt(format!("snapshot of {id}: {e}")))?
                 {
                     Folded::Snapshot(snapshot) => snapshot,

@@ -21,6 +21,10 @@ pub const EVENTS_CHANNEL: &str = "learnsync_events";
 /// PostgreSQL refuses a notification payload of 8000 bytes or more.
 const MAX_PAYLOAD_BYTES: usize = 7_900;
 
+/// The largest change that rides in a notification (base64 makes it 6,668 bytes); a larger one
+/// is announced without its bytes and read by sequence number.
+const MAX_NOTIFY_CHANGE_BYTES: usize = 5_000;
+
 /// The notifications announcing one group commit's stored changes:
 /// `<origin>\t<entry>\n<entry>…`, each entry `<doc>\t<seq>\t<base64 changes or empty>`
 /// (empty when the change is too large to ride along: the listener reads it by sequence
@@ -32,17 +36,15 @@ const MAX_PAYLOAD_BYTES: usize = 7_900;
 /// follows the commits, not the changes. (At P1's 2,000 changes/s, where one writer's commits
 /// hold a few changes each, no difference in CPU was measured: BENCHMARKS.md, 2026-12-04, fifth
 /// session.)
-pub(crate) fn change_payloads(
-    origin: &str,
-    notes: &[(String, i64, Option<&Vec<u8>>)],
-) -> Vec<String> {
+pub(crate) fn change_payloads(origin: &str, notes: &[(String, i64, &[u8])]) -> Vec<String> {
     let mut payloads = Vec::new();
     let mut current = String::new();
     for (doc, seq, changes) in notes {
-        let data = changes
-            .filter(|c| c.len() <= super::common::MAX_NOTIFY_CHANGE_BYTES)
-            .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
-            .unwrap_or_default();
+        let data = if changes.len() <= MAX_NOTIFY_CHANGE_BYTES {
+            base64::engine::general_purpose::STANDARD.encode(changes)
+        } else {
+            String::new()
+        };
         let entry = format!("{doc}\t{seq}\t{data}");
         if !current.is_empty() && current.len() + 1 + entry.len() > MAX_PAYLOAD_BYTES {
             payloads.push(std::mem::take(&mut current));
@@ -186,7 +188,7 @@ impl PgStore {
     async fn notify(
         &self,
         tx: &mut sqlx::Transaction<'_, Postgres>,
-        notes: &[(String, i64, Option<&Vec<u8>>)],
+        notes: &[(String, i64, &[u8])],
     ) -> StoreResult<()> {
         if notes.is_empty() {
             return Ok(());
@@ -220,19 +222,17 @@ super::common::impl_store!(PgStore, Postgres);
 mod tests {
     use base64::Engine;
 
-    use super::{change_entries, change_payloads};
-    use crate::store::common::MAX_NOTIFY_CHANGE_BYTES;
+    use super::{MAX_NOTIFY_CHANGE_BYTES, change_entries, change_payloads};
 
     #[test]
     fn a_group_commit_packs_into_few_payloads_that_unpack_to_every_change_in_order() {
         let small = vec![7u8; 300];
         let large = vec![9u8; MAX_NOTIFY_CHANGE_BYTES + 1];
-        let notes: Vec<(String, i64, Option<&Vec<u8>>)> = (0..200)
+        let notes: Vec<(String, i64, &[u8])> = (0..200)
             .map(|i| {
                 let changes = match i % 50 {
-                    0 => None,
-                    1 => Some(&large),
-                    _ => Some(&small),
+                    0 | 1 => large.as_slice(),
+                    _ => small.as_slice(),
                 };
                 (format!("doc{i}"), 1_000 + i as i64, changes)
             })
@@ -263,12 +263,13 @@ mod tests {
         assert_eq!(seen.len(), notes.len());
         for ((doc, seq, bytes), (want_doc, want_seq, want)) in seen.iter().zip(&notes) {
             assert_eq!((doc, seq), (want_doc, want_seq));
-            // Too large (or not given): empty, so the listener reads it by sequence number.
-            let expected = want
-                .filter(|c| c.len() <= MAX_NOTIFY_CHANGE_BYTES)
-                .cloned()
-                .unwrap_or_default();
-            assert_eq!(bytes, &expected, "{doc}");
+            // Too large: empty, so the listener reads it by sequence number.
+            let expected: &[u8] = if want.len() <= MAX_NOTIFY_CHANGE_BYTES {
+                want
+            } else {
+                &[]
+            };
+            assert_eq!(bytes.as_slice(), expected, "{doc}");
         }
     }
 

@@ -136,7 +136,7 @@ impl SqliteStore {
     async fn notify(
         &self,
         _tx: &mut sqlx::Transaction<'_, Sqlite>,
-        _notes: &[(String, i64, Option<&Vec<u8>>)],
+        _notes: &[(String, i64, &[u8])],
     ) -> StoreResult<()> {
         Ok(())
     }

@@ -18,7 +18,7 @@ mod shard;
 pub mod socket;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ use sync_core::hub::{
 };
 use sync_core::session::SessionLimits;
 use sync_core::{DocumentId, UserNamespace};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -42,14 +42,13 @@ use crate::store::{Backend, Store, UserRecord};
 /// What a shard sends a connection.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A hub message to encode and send. Boxed because a connection's queue allocates its
-    /// slots 32 at a time, and the largest hub message (ephemeral) made every slot 96 bytes:
-    /// 3 KiB for each connected device, mostly empty (BENCHMARKS.md, P3).
+    /// A hub message to encode and send. Boxed so that a queued message is two words: the
+    /// largest hub message (ephemeral) is 96 bytes, and a queue keeps the room of its longest
+    /// burst (BENCHMARKS.md, P3).
     Message(Box<HubMessage>),
     /// Send an `error` with this text and close. Boxed, like the status, so that every
-    /// variant is one pointer and a slot is 16 bytes: a 512-byte block per connection instead
-    /// of 1 KiB (BENCHMARKS.md, P3). A `Box<String>` because `Box<str>` is two words and
-    /// would make every slot 24 bytes.
+    /// variant is one pointer. A `Box<String>` because `Box<str>` is two words and would make
+    /// every slot 24 bytes.
     Close(Box<String>),
     /// Tell the device the server's health.
     Status(Box<Health>),
@@ -64,15 +63,95 @@ pub struct Health {
     pub message: Option<String>,
 }
 
-/// A live connection, as shards and the engine reach it.
+/// A live connection, as shards and the engine reach it: its outbound queue, the token that
+/// closes it, its user. One pointer to clone, because every shard and the engine keep a copy.
+///
+/// The queue is a `VecDeque` behind a mutex, not a tokio `mpsc` channel: a channel costs a
+/// connection about 1 KiB before anything is queued (its cache-padded state, 512 bytes, and a
+/// first block of 32 slots), and at P3's size that is memory held for every idle device
+/// (BENCHMARKS.md, P3). The queue is almost always empty: the socket task empties it as soon
+/// as a shard fills it.
 #[derive(Debug, Clone)]
-pub struct ConnHandle {
-    /// Frames to send.
-    pub tx: mpsc::Sender<Outbound>,
-    /// Cancelled when the connection must go (replaced, too slow).
-    pub kill: CancellationToken,
-    /// The user.
-    pub user_id: String,
+pub struct ConnHandle(Arc<ConnShared>);
+
+#[derive(Debug)]
+struct ConnShared {
+    outbox: Mutex<VecDeque<Outbound>>,
+    /// Woken on every push; the one reader (the socket task) checks the queue before waiting,
+    /// and `notify_one` keeps a permit when nobody waits, so no push is missed.
+    ready: Notify,
+    kill: CancellationToken,
+    user_id: String,
+}
+
+/// The connection's queue holds [`OUTBOUND_CAPACITY`] messages already: it does not read fast
+/// enough, or it is gone.
+#[derive(Debug, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// Outbound messages a connection may have queued before it counts as too slow.
+pub const OUTBOUND_CAPACITY: usize = 4096;
+
+impl ConnHandle {
+    /// A connection of `user_id` with nothing queued.
+    pub fn new(user_id: String) -> Self {
+        Self(Arc::new(ConnShared {
+            outbox: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            kill: CancellationToken::new(),
+            user_id,
+        }))
+    }
+
+    /// Queues `out` for the socket task, unless [`OUTBOUND_CAPACITY`] messages wait already.
+    pub fn send(&self, out: Outbound) -> Result<(), QueueFull> {
+        {
+            let mut q = self.0.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() >= OUTBOUND_CAPACITY {
+                return Err(QueueFull);
+            }
+            q.push_back(out);
+        }
+        self.0.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next queued message, waiting for one. Cancel-safe: a message leaves the queue only
+    /// in the poll that returns it.
+    pub async fn recv(&self) -> Outbound {
+        loop {
+            if let Some(out) = self.try_recv() {
+                return out;
+            }
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// The next queued message, if one waits. Gives the queue's memory back once it is empty
+    /// after a burst, so that a device that once fell behind does not keep the room it needed.
+    pub fn try_recv(&self) -> Option<Outbound> {
+        let mut q = self.0.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        let out = q.pop_front();
+        if q.is_empty() && q.capacity() > 64 {
+            *q = VecDeque::new();
+        }
+        out
+    }
+
+    /// Closes the connection (replaced, too slow, erased user).
+    pub fn kill(&self) {
+        self.0.kill.cancel();
+    }
+
+    /// Resolves once [`Self::kill`] was called.
+    pub fn killed(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.0.kill.cancelled()
+    }
+
+    /// The connection's user.
+    pub fn user_id(&self) -> &str {
+        &self.0.user_id
+    }
 }
 
 /// Inputs of a shard task.
@@ -374,7 +453,7 @@ impl SyncEngine {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&old)
         {
-            h.kill.cancel();
+            h.kill();
         }
         self.conns
             .lock()
@@ -427,9 +506,9 @@ impl SyncEngine {
             .unwrap_or_else(|e| e.into_inner())
             .values()
         {
-            if h.user_id == user_id {
-                let _ = h.tx.try_send(Outbound::Close(Box::new(reason.to_string())));
-                h.kill.cancel();
+            if h.user_id() == user_id {
+                let _ = h.send(Outbound::Close(Box::new(reason.to_string())));
+                h.kill();
             }
         }
     }
@@ -442,7 +521,7 @@ impl SyncEngine {
             .unwrap_or_else(|e| e.into_inner())
             .values()
         {
-            let _ = h.tx.try_send(Outbound::Status(Box::new(Health {
+            let _ = h.send(Outbound::Status(Box::new(Health {
                 ok,
                 message: message.clone(),
             })));
@@ -584,10 +663,99 @@ async fn housekeeping(engine: Arc<SyncEngine>, address: String, cancel: Cancella
 
 #[cfg(test)]
 mod tests {
-    /// A connection's outbound queue allocates its slots 32 at a time, whether or not anything
-    /// is queued: every byte of `Outbound` is 32 bytes per connected device.
+    use std::time::Duration;
+
+    use super::{ConnHandle, OUTBOUND_CAPACITY, Outbound, QueueFull};
+
+    fn close(reason: &str) -> Outbound {
+        Outbound::Close(Box::new(reason.to_string()))
+    }
+
+    fn reason(out: Outbound) -> String {
+        match out {
+            Outbound::Close(r) => *r,
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+
+    /// A queued message is two words, whatever its variant.
     #[test]
     fn an_outbound_slot_is_two_words() {
-        assert_eq!(std::mem::size_of::<super::Outbound>(), 16);
+        assert_eq!(std::mem::size_of::<Outbound>(), 16);
+    }
+
+    /// Every shard and the engine hold a copy of each connection's handle.
+    #[test]
+    fn a_connection_handle_is_one_pointer() {
+        assert_eq!(
+            std::mem::size_of::<ConnHandle>(),
+            std::mem::size_of::<usize>()
+        );
+    }
+
+    #[tokio::test]
+    async fn messages_arrive_in_order_and_a_full_queue_refuses_more() {
+        let h = ConnHandle::new("u1".into());
+        for i in 0..OUTBOUND_CAPACITY {
+            h.send(close(&i.to_string())).unwrap();
+        }
+        assert_eq!(h.send(close("one too many")), Err(QueueFull));
+        for i in 0..OUTBOUND_CAPACITY {
+            assert_eq!(reason(h.recv().await), i.to_string());
+        }
+        assert!(h.try_recv().is_none());
+        // Emptied, the queue takes messages again.
+        h.send(close("again")).unwrap();
+        assert_eq!(reason(h.try_recv().unwrap()), "again");
+        assert_eq!(h.user_id(), "u1");
+    }
+
+    #[tokio::test]
+    async fn recv_waits_for_a_message_sent_from_another_task() {
+        let h = ConnHandle::new("u1".into());
+        let sender = h.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            sender.send(close("late")).unwrap();
+        });
+        let got = tokio::time::timeout(Duration::from_secs(5), h.recv()).await;
+        assert_eq!(reason(got.expect("recv woke up")), "late");
+        task.await.unwrap();
+    }
+
+    /// The socket task polls `recv` inside `select!`: a poll that loses the race to another
+    /// branch must not lose a message, nor the wake-up of the next one.
+    #[tokio::test]
+    async fn a_cancelled_recv_loses_nothing() {
+        let h = ConnHandle::new("u1".into());
+        for round in 0..100 {
+            let waiting = tokio::time::timeout(Duration::from_millis(1), h.recv()).await;
+            assert!(waiting.is_err(), "round {round}: nothing was queued");
+            h.send(close(&round.to_string())).unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), h.recv()).await;
+            assert_eq!(reason(got.expect("recv woke up")), round.to_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn kill_wakes_every_copy() {
+        let h = ConnHandle::new("u1".into());
+        let other = h.clone();
+        other.kill();
+        tokio::time::timeout(Duration::from_secs(5), h.killed())
+            .await
+            .expect("killed resolves");
+    }
+
+    /// A burst that filled the queue does not keep its room once it has been sent.
+    #[test]
+    fn an_emptied_queue_gives_its_room_back() {
+        let h = ConnHandle::new("u1".into());
+        for _ in 0..1000 {
+            h.send(close("x")).unwrap();
+        }
+        while h.try_recv().is_some() {}
+        let room = h.0.outbox.lock().unwrap().capacity();
+        assert!(room <= 64, "room kept: {room}");
     }
 }

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use super::socket::{self, Frame, PeerAuth};
 use crate::auth::{CurrentUser, SESSION_USER, routes::client_ip, tokens};
 use crate::error::{ApiError, ApiResult, ErrorBody, Json, Query};
-use crate::model::now_ms;
+use crate::model::{Role, now_ms};
 use crate::state::AppState;
 use crate::store::UserRecord;
 
@@ -135,7 +135,9 @@ async fn sync_socket(
     let global = state.store.global_sync_epoch().await?;
     let auth = Box::new(PeerAuth {
         epoch: u64::try_from(global.saturating_add(user.sync_epoch)).unwrap_or(0),
-        user,
+        is_admin: user.user.role == Role::Admin,
+        doc_seed: user.doc_seed,
+        user_id: user.user.id,
         remote_addr: client_ip(&headers, Some(peer), state.config.trust_proxy),
         user_agent: headers
             .get(header::USER_AGENT)

@@ -213,18 +213,18 @@ impl Shard {
                 Output::Send { conn, message } => {
                     if let Some(h) = self.conns.get(&conn) {
                         metrics::counter!("learnsync_sync_messages_sent_total").increment(1);
-                        if h.tx.try_send(Outbound::Message(Box::new(message))).is_err() {
+                        if h.send(Outbound::Message(Box::new(message))).is_err() {
                             // The device does not read fast enough (or is gone): close it rather
                             // than buffer without bound or drop a message of an ordered protocol.
                             tracing::warn!(conn = conn.0, "connection too slow, closing");
-                            h.kill.cancel();
+                            h.kill();
                         }
                     }
                 }
                 Output::Close { conn, reason } => {
                     if let Some(h) = self.conns.get(&conn) {
-                        let _ = h.tx.try_send(Outbound::Close(Box::new(reason.to_string())));
-                        h.kill.cancel();
+                        let _ = h.send(Outbound::Close(Box::new(reason.to_string())));
+                        h.kill();
                     }
                 }
                 Output::Load { task, doc } => loads.push((task, doc)),
@@ -296,7 +296,7 @@ impl Shard {
                     let n = self.denials.entry(conn).or_insert(0);
                     *n += 1;
                     if *n <= 5 {
-                        let user = self.conns.get(&conn).map(|h| h.user_id.clone());
+                        let user = self.conns.get(&conn).map(|h| h.user_id().to_string());
                         tracing::warn!(conn = conn.0, doc = %doc, user = ?user, "document access denied");
                         let store = self.store.clone();
                         tokio::spawn(async move {

@@ -11,12 +11,9 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use sync_core::UserNamespace;
 use sync_core::hub::{ConnId, PeerInfo};
 use sync_core::session::{PeerSession, SessionAction};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::{ConnHandle, Outbound, ShardInput, SyncEngine};
-use crate::model::{Device, Role, Timestamp, now_ms};
-use crate::store::UserRecord;
+use crate::model::{Device, Timestamp, now_ms};
 
 /// A WebSocket frame, independent of the WebSocket library.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +30,17 @@ pub enum Frame {
     Close(u16, String),
 }
 
-/// Who is connecting, as authentication established it.
+/// Who is connecting, as authentication established it: only what the connection uses, since
+/// it keeps this for its whole life (the account's email, name and password hash stay out of
+/// every idle device's memory).
 #[derive(Debug, Clone)]
 pub struct PeerAuth {
-    /// The user.
-    pub user: UserRecord,
+    /// The user's id.
+    pub user_id: String,
+    /// Whether the user is an admin (admins may open any document).
+    pub is_admin: bool,
+    /// The user's secret document namespace.
+    pub doc_seed: [u8; 16],
     /// Client address.
     pub remote_addr: String,
     /// User agent.
@@ -47,9 +50,6 @@ pub struct PeerAuth {
     /// Whether the server is degraded right now (told to the device after the handshake).
     pub degraded: bool,
 }
-
-/// Outbound frames a connection may have queued before it counts as too slow.
-const OUTBOUND_CAPACITY: usize = 4096;
 
 /// The key of a connection in the devices table.
 pub fn conn_key(instance: &str, conn: ConnId) -> String {
@@ -71,13 +71,7 @@ pub async fn serve<Si, St, E>(
     E: std::fmt::Display,
 {
     let conn = engine.next_conn_id();
-    let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_CAPACITY);
-    let kill = CancellationToken::new();
-    let handle = ConnHandle {
-        tx,
-        kill: kill.clone(),
-        user_id: auth.user.user.id.clone(),
-    };
+    let handle = ConnHandle::new(auth.user_id.clone());
     let mut session = PeerSession::new(
         engine.server_peer_id().to_string(),
         engine.storage_id().to_string(),
@@ -125,9 +119,9 @@ pub async fn serve<Si, St, E>(
                                         continue;
                                     }
                                     let peer = PeerInfo {
-                                        user_id: auth.user.user.id.clone(),
-                                        is_admin: auth.user.user.role == Role::Admin,
-                                        namespace: Some(UserNamespace::from_bytes(auth.user.doc_seed)),
+                                        user_id: auth.user_id.clone(),
+                                        is_admin: auth.is_admin,
+                                        namespace: Some(UserNamespace::from_bytes(auth.doc_seed)),
                                         storage_id,
                                     };
                                     engine.register(conn, &peer_id, peer, handle.clone());
@@ -172,8 +166,7 @@ pub async fn serve<Si, St, E>(
                     Frame::Close(..) => break None,
                 }
             }
-            out = rx.recv() => {
-                let Some(out) = out else { break None };
+            out = handle.recv() => {
                 let frame = match out {
                     Outbound::Message(m) => session.encode(&m),
                     Outbound::Close(reason) => {
@@ -195,11 +188,11 @@ pub async fn serve<Si, St, E>(
                     break None;
                 }
             }
-            _ = kill.cancelled() => {
+            _ = handle.killed() => {
                 // A close with a reason (invalid sync message, too many documents…) is queued
                 // just before the kill: tell the peer that reason, not a generic one.
                 let mut reason = None;
-                while let Ok(out) = rx.try_recv() {
+                while let Some(out) = handle.try_recv() {
                     if let Outbound::Close(r) = out {
                         reason = Some(*r);
                         break;
@@ -231,7 +224,7 @@ pub async fn serve<Si, St, E>(
         .await;
     }
     let _ = sink.close().await;
-    engine.unregister(conn, &auth.user.user.id, joined.as_deref());
+    engine.unregister(conn, &auth.user_id, joined.as_deref());
     if joined.is_some() {
         let store = engine.store().clone();
         let key = conn_key(engine.instance_id(), conn);
@@ -246,7 +239,7 @@ fn record_device(engine: &Arc<SyncEngine>, conn: ConnId, auth: &PeerAuth, peer_i
     let device = Device {
         conn_id: conn_key(engine.instance_id(), conn),
         instance_id: engine.instance_id().to_string(),
-        user_id: auth.user.user.id.clone(),
+        user_id: auth.user_id.clone(),
         peer_id: truncate(peer_id, 256),
         remote_addr: truncate(&auth.remote_addr, 64),
         user_agent: truncate(&auth.user_agent, 256),

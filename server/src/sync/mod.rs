@@ -76,7 +76,7 @@ pub struct ConnHandle(Arc<ConnShared>);
 
 #[derive(Debug)]
 struct ConnShared {
-    outbox: Mutex<VecDeque<Outbound>>,
+    outbox: Mutex<Outbox>,
     /// Woken on every push; the one reader (the socket task) checks the queue before waiting,
     /// and `notify_one` keeps a permit when nobody waits, so no push is missed.
     ready: Notify,
@@ -84,10 +84,21 @@ struct ConnShared {
     user_id: String,
 }
 
-/// The connection's queue holds [`OUTBOUND_CAPACITY`] messages already: it does not read fast
-/// enough, or it is gone.
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: VecDeque<Outbound>,
+    /// The socket task has ended: nobody will read what is queued.
+    closed: bool,
+}
+
+/// Why a message was not queued.
 #[derive(Debug, PartialEq, Eq)]
-pub struct QueueFull;
+pub enum SendError {
+    /// [`OUTBOUND_CAPACITY`] messages wait already: the device does not read fast enough.
+    Full,
+    /// The connection has ended (its shards have not heard of it yet).
+    Closed,
+}
 
 /// Outbound messages a connection may have queued before it counts as too slow.
 pub const OUTBOUND_CAPACITY: usize = 4096;
@@ -96,21 +107,25 @@ impl ConnHandle {
     /// A connection of `user_id` with nothing queued.
     pub fn new(user_id: String) -> Self {
         Self(Arc::new(ConnShared {
-            outbox: Mutex::new(VecDeque::new()),
+            outbox: Mutex::new(Outbox::default()),
             ready: Notify::new(),
             kill: CancellationToken::new(),
             user_id,
         }))
     }
 
-    /// Queues `out` for the socket task, unless [`OUTBOUND_CAPACITY`] messages wait already.
-    pub fn send(&self, out: Outbound) -> Result<(), QueueFull> {
+    /// Queues `out` for the socket task, unless [`OUTBOUND_CAPACITY`] messages wait already
+    /// or the connection has ended.
+    pub fn send(&self, out: Outbound) -> Result<(), SendError> {
         {
-            let mut q = self.0.outbox.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() >= OUTBOUND_CAPACITY {
-                return Err(QueueFull);
+            let mut o = self.0.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            if o.closed {
+                return Err(SendError::Closed);
             }
-            q.push_back(out);
+            if o.queue.len() >= OUTBOUND_CAPACITY {
+                return Err(SendError::Full);
+            }
+            o.queue.push_back(out);
         }
         self.0.ready.notify_one();
         Ok(())
@@ -130,12 +145,21 @@ impl ConnHandle {
     /// The next queued message, if one waits. Gives the queue's memory back once it is empty
     /// after a burst, so that a device that once fell behind does not keep the room it needed.
     pub fn try_recv(&self) -> Option<Outbound> {
-        let mut q = self.0.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        let out = q.pop_front();
-        if q.is_empty() && q.capacity() > 64 {
-            *q = VecDeque::new();
+        let mut o = self.0.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        let out = o.queue.pop_front();
+        if o.queue.is_empty() && o.queue.capacity() > 64 {
+            o.queue = VecDeque::new();
         }
         out
+    }
+
+    /// Marks the connection ended, for the socket task as it stops: what is queued is dropped,
+    /// and sends are refused from now on instead of piling up until every shard has handled
+    /// the disconnect.
+    pub fn close(&self) {
+        let mut o = self.0.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        o.closed = true;
+        o.queue = VecDeque::new();
     }
 
     /// Closes the connection (replaced, too slow, erased user).
@@ -665,7 +689,11 @@ async fn housekeeping(engine: Arc<SyncEngine>, address: String, cancel: Cancella
 mod tests {
     use std::time::Duration;
 
-    use super::{ConnHandle, OUTBOUND_CAPACITY, Outbound, QueueFull};
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::{ConnHandle, OUTBOUND_CAPACITY, Outbound, SendError};
 
     fn close(reason: &str) -> Outbound {
         Outbound::Close(Box::new(reason.to_string()))
@@ -699,9 +727,10 @@ mod tests {
         for i in 0..OUTBOUND_CAPACITY {
             h.send(close(&i.to_string())).unwrap();
         }
-        assert_eq!(h.send(close("one too many")), Err(QueueFull));
+        assert_eq!(h.send(close("one too many")), Err(SendError::Full));
         for i in 0..OUTBOUND_CAPACITY {
-            assert_eq!(reason(h.recv().await), i.to_string());
+            let got = tokio::time::timeout(Duration::from_secs(5), h.recv()).await;
+            assert_eq!(reason(got.expect("a queued message")), i.to_string());
         }
         assert!(h.try_recv().is_none());
         // Emptied, the queue takes messages again.
@@ -723,18 +752,50 @@ mod tests {
         task.await.unwrap();
     }
 
-    /// The socket task polls `recv` inside `select!`: a poll that loses the race to another
-    /// branch must not lose a message, nor the wake-up of the next one.
+    /// The socket task polls `recv` inside `select!`, which drops the `recv` of every round
+    /// that another branch wins, sometimes after a send already woke it: neither that message
+    /// nor the wake-up of the next one may be lost.
     #[tokio::test]
-    async fn a_cancelled_recv_loses_nothing() {
+    async fn a_woken_recv_dropped_by_select_loses_nothing() {
         let h = ConnHandle::new("u1".into());
+        let mut cx = Context::from_waker(Waker::noop());
         for round in 0..100 {
-            let waiting = tokio::time::timeout(Duration::from_millis(1), h.recv()).await;
-            assert!(waiting.is_err(), "round {round}: nothing was queued");
-            h.send(close(&round.to_string())).unwrap();
+            {
+                // Waiting (registered with the `Notify`), then woken by a send, then dropped
+                // without being polled again, as when another branch of `select!` wins.
+                let mut first = pin!(h.recv());
+                assert!(
+                    first.as_mut().poll(&mut cx).is_pending(),
+                    "round {round}: nothing queued yet"
+                );
+                h.send(close(&format!("{round}a"))).unwrap();
+            }
             let got = tokio::time::timeout(Duration::from_secs(5), h.recv()).await;
-            assert_eq!(reason(got.expect("recv woke up")), round.to_string());
+            assert_eq!(
+                reason(got.expect("the message is still queued")),
+                format!("{round}a")
+            );
+            // The next message, sent while a fresh `recv` waits, wakes it.
+            let sender = h.clone();
+            let send = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                sender.send(close(&format!("{round}b"))).unwrap();
+            });
+            let got = tokio::time::timeout(Duration::from_secs(5), h.recv()).await;
+            assert_eq!(reason(got.expect("recv woke up")), format!("{round}b"));
+            send.await.unwrap();
         }
+    }
+
+    /// Once the socket task has stopped, shards' sends are refused and nothing piles up.
+    #[test]
+    fn a_closed_connection_refuses_and_drops_messages() {
+        let h = ConnHandle::new("u1".into());
+        h.send(close("queued before the end")).unwrap();
+        h.close();
+        assert!(h.try_recv().is_none());
+        assert_eq!(h.send(close("too late")), Err(SendError::Closed));
+        assert!(h.try_recv().is_none());
     }
 
     #[tokio::test]
@@ -755,7 +816,7 @@ mod tests {
             h.send(close("x")).unwrap();
         }
         while h.try_recv().is_some() {}
-        let room = h.0.outbox.lock().unwrap().capacity();
+        let room = h.0.outbox.lock().unwrap().queue.capacity();
         assert!(room <= 64, "room kept: {room}");
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::writer::{WriteRequest, Writers};
-use super::{ConnHandle, Outbound, ShardInput};
+use super::{ConnHandle, Outbound, SendError, ShardInput};
 use crate::model::now_ms;
 use crate::store::{DocWrite, Store, StoredDocument};
 
@@ -213,8 +213,8 @@ impl Shard {
                 Output::Send { conn, message } => {
                     if let Some(h) = self.conns.get(&conn) {
                         metrics::counter!("learnsync_sync_messages_sent_total").increment(1);
-                        if h.send(Outbound::Message(Box::new(message))).is_err() {
-                            // The device does not read fast enough (or is gone): close it rather
+                        if h.send(Outbound::Message(Box::new(message))) == Err(SendError::Full) {
+                            // The device does not read fast enough: close it rather
                             // than buffer without bound or drop a message of an ordered protocol.
                             tracing::warn!(conn = conn.0, "connection too slow, closing");
                             h.kill();

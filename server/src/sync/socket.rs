@@ -208,6 +208,8 @@ pub async fn serve<Si, St, E>(
             }
         }
     };
+    // Nothing reads the queue from here on.
+    handle.close();
     if let Some(reason) = &close_reason {
         tracing::debug!(conn = conn.0, reason, "closing sync connection");
         let _ = sink.send(Frame::Close(1008, truncate(reason, 120))).await;

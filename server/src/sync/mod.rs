@@ -691,7 +691,7 @@ mod tests {
 
     use std::future::Future;
     use std::pin::pin;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
 
     use super::{ConnHandle, OUTBOUND_CAPACITY, Outbound, SendError};
 

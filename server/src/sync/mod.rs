@@ -687,11 +687,10 @@ async fn housekeeping(engine: Arc<SyncEngine>, address: String, cancel: Cancella
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use std::future::Future;
     use std::pin::pin;
     use std::task::{Context, Waker};
+    use std::time::Duration;
 
     use super::{ConnHandle, OUTBOUND_CAPACITY, Outbound, SendError};
 

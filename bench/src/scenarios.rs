@@ -88,32 +88,56 @@ async fn start(kind: Kind, db: Database) -> Result<Server> {
 }
 
 /// Sends `rate` probe changes per second, spread over the fleet's users, for `seconds`.
+///
+/// Arrivals are a Poisson process, as the changes of thousands of independent devices are:
+/// exponential gaps drawn in advance and released on a 1-ms tick (the timer's resolution).
+/// Releasing the changes in fixed bursts (10 every 5 ms at 2,000/s, as before 2026-12-05)
+/// made each burst queue behind itself, a load the harness made and no fleet of devices does.
 async fn drive(fleet: &Fleet, rate: f64, seconds: u64) {
     let users = fleet.users();
-    if users == 0 {
+    if users == 0 || rate <= 0.0 {
         return;
     }
-    let started = Instant::now();
     let total = Duration::from_secs(seconds);
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let arrivals = poisson_arrivals(rate, total, rand::random::<u64>());
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sent = 0u64;
+    let mut next = 0usize;
     let mut next_user = 0usize;
-    loop {
+    while next < arrivals.len() {
         tick.tick().await;
         // What is due by now, from the clock rather than from a count of ticks: a tick that
         // comes late (the load generator shares the cores with the server) must not lower the
         // offered rate, or a loaded run would measure a lighter load than it claims.
-        let elapsed = started.elapsed().min(total);
-        let due = (rate * elapsed.as_secs_f64()) as u64;
-        while sent < due {
+        let elapsed = started.elapsed();
+        while next < arrivals.len() && arrivals[next] <= elapsed {
             fleet.probe(next_user);
             next_user = (next_user + 1) % users;
-            sent += 1;
+            next += 1;
         }
-        if elapsed >= total {
-            break;
+    }
+}
+
+/// The arrival times of a Poisson process of `rate` per second over `total`, from `seed`
+/// (a small xorshift generator: the harness needs spread, not cryptographic quality).
+fn poisson_arrivals(rate: f64, total: Duration, seed: u64) -> Vec<Duration> {
+    let mut state = seed | 1;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        // 53 random bits in (0, 1]: never 0, so the logarithm below is finite.
+        ((state >> 11) + 1) as f64 / (1u64 << 53) as f64
+    };
+    let mut at = 0.0f64;
+    let mut out = Vec::with_capacity((rate * total.as_secs_f64() * 1.1) as usize);
+    loop {
+        at += -uniform().ln() / rate;
+        if at >= total.as_secs_f64() {
+            return out;
         }
+        out.push(Duration::from_secs_f64(at));
     }
 }
 
@@ -1094,7 +1118,37 @@ fn apply_costs(history: usize, samples: usize) -> Result<(f64, f64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::fit_open_files;
+    use super::{fit_open_files, poisson_arrivals};
+    use std::time::Duration;
+
+    #[test]
+    fn arrivals_come_at_the_rate_asked_with_poisson_gaps() {
+        let total = Duration::from_secs(10);
+        let arrivals = poisson_arrivals(2_000.0, total, 42);
+        // 20,000 expected; a Poisson count's standard deviation is its root (141).
+        assert!(
+            (19_400..=20_600).contains(&arrivals.len()),
+            "{} arrivals",
+            arrivals.len()
+        );
+        assert!(arrivals.windows(2).all(|w| w[0] <= w[1]), "in order");
+        assert!(arrivals.iter().all(|a| *a < total), "within the run");
+        // Exponential gaps: their standard deviation equals their mean (fixed bursts would
+        // give gaps of 0 and 5 ms, a coefficient of variation of 3).
+        let gaps: Vec<f64> = arrivals
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64())
+            .collect();
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+        let cv = var.sqrt() / mean;
+        assert!((0.95..1.05).contains(&cv), "coefficient of variation {cv}");
+        assert_ne!(
+            poisson_arrivals(2_000.0, total, 7),
+            arrivals,
+            "the seed matters"
+        );
+    }
 
     #[test]
     fn a_p3_size_past_the_open_file_limit_is_lowered_to_fit_it() {

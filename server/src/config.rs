@@ -102,6 +102,12 @@ pub struct Config {
     /// Directory of the web UI (`/admin`, `/app`); default: the one built into the binary.
     #[arg(long, env = "LEARNSYNC_WEB_DIR")]
     pub web_dir: Option<std::path::PathBuf>,
+
+    /// Scheduler slice asked for on the server's threads, in microseconds (Linux 6.12 and
+    /// later; 0: the kernel's default). Short slices let a woken thread preempt a database or
+    /// other process sharing its cores, without taking more CPU
+    #[arg(long, env = "LEARNSYNC_SCHED_SLICE_US", default_value_t = 100)]
+    pub sched_slice_us: u64,
 }
 
 impl Config {
@@ -142,6 +148,7 @@ impl Config {
             registrations_per_minute: 10_000,
             instance_id: None,
             web_dir: None,
+            sched_slice_us: 0,
         }
     }
 }

@@ -307,7 +307,7 @@ async fn run_device(
     // Nagle's algorithm off, as browsers and the official client's Node sockets have it: a
     // device's change must not wait for the server's delayed ACK of its previous frame.
     //
-    // A read buffer of 4 KiB, as the server's: tungstenite zeroes the buffer's free room up to
+    // A read buffer of 4 KiB (the server's is 1 KiB): tungstenite zeroes the buffer's free room up to
     // this size before every read, and its default (128 KiB) made that memset 8% of the load
     // generator's CPU, taken from the cores the server under test runs on. Frames larger than
     // the buffer still arrive whole (the buffer grows).

@@ -47,8 +47,8 @@ struct Args {
     /// P1 device counts (comma-separated).
     #[arg(long, value_delimiter = ',')]
     devices: Vec<usize>,
-    /// Background changes per second.
-    #[arg(long)]
+    /// Background changes per second (above 0, at most 1,000,000).
+    #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
     /// Seconds of measurement per step.
     #[arg(long)]
@@ -163,6 +163,18 @@ async fn main() -> Result<()> {
     report.write(&args.out, &name)?;
     println!("\n{}", report.markdown());
     Ok(())
+}
+
+/// `--rate`: a finite rate the harness can schedule (its arrivals are drawn in advance).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0 {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "{s} is not a rate above 0 and at most 1,000,000 per second"
+        ))
+    }
 }
 
 /// A scenario that could not finish becomes a FAILED row, so the others still run and the

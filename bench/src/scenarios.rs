@@ -87,7 +87,8 @@ async fn start(kind: Kind, db: Database) -> Result<Server> {
     }
 }
 
-/// Sends `rate` probe changes per second, spread over the fleet's users, for `seconds`.
+/// Sends `rate` probe changes per second on average (the count is Poisson-distributed),
+/// spread over the fleet's users, for `seconds`.
 ///
 /// Arrivals are a Poisson process, as the changes of thousands of independent devices are:
 /// exponential gaps drawn in advance and released on a 1-ms tick (the timer's resolution).
@@ -95,7 +96,7 @@ async fn start(kind: Kind, db: Database) -> Result<Server> {
 /// made each burst queue behind itself, a load the harness made and no fleet of devices does.
 async fn drive(fleet: &Fleet, rate: f64, seconds: u64) {
     let users = fleet.users();
-    if users == 0 || rate <= 0.0 {
+    if users == 0 || !(rate.is_finite() && rate > 0.0) {
         return;
     }
     let total = Duration::from_secs(seconds);
@@ -117,6 +118,7 @@ async fn drive(fleet: &Fleet, rate: f64, seconds: u64) {
             next += 1;
         }
     }
+    tokio::time::sleep_until((started + total).into()).await;
 }
 
 /// The arrival times of a Poisson process of `rate` per second over `total`, from `seed`

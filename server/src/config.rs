@@ -103,9 +103,10 @@ pub struct Config {
     #[arg(long, env = "LEARNSYNC_WEB_DIR")]
     pub web_dir: Option<std::path::PathBuf>,
 
-    /// Scheduler slice asked for on the server's threads, in microseconds (Linux 6.12 and
-    /// later; 0: the kernel's default). Short slices let a woken thread preempt a database or
-    /// other process sharing its cores, without taking more CPU
+    /// Scheduler slice asked for on the server's runtime threads, in microseconds (Linux 6.12
+    /// and later, which keeps it within 100–100,000; 0: the kernel's default). Short slices let
+    /// a woken thread preempt a database or other process sharing its cores, without taking
+    /// more CPU
     #[arg(long, env = "LEARNSYNC_SCHED_SLICE_US", default_value_t = 100)]
     pub sched_slice_us: u64,
 }

@@ -103,12 +103,25 @@ pub struct Config {
     #[arg(long, env = "LEARNSYNC_WEB_DIR")]
     pub web_dir: Option<std::path::PathBuf>,
 
-    /// Scheduler slice asked for on the server's runtime threads, in microseconds (Linux 6.12
-    /// and later, which keeps it within 100–100,000; 0: the kernel's default). Short slices let
-    /// a woken thread preempt a database or other process sharing its cores, without taking
-    /// more CPU
-    #[arg(long, env = "LEARNSYNC_SCHED_SLICE_US", default_value_t = 100)]
+    /// Scheduler slice asked for on the server's runtime threads, in microseconds: 100 to
+    /// 100,000, the range Linux (6.12 and later) accepts, or 0 for the kernel's default. Short
+    /// slices let a woken thread preempt a database or other process sharing its cores,
+    /// without taking more CPU
+    #[arg(long, env = "LEARNSYNC_SCHED_SLICE_US", default_value_t = 100, value_parser = parse_sched_slice_us)]
     pub sched_slice_us: u64,
+}
+
+/// `--sched-slice-us`: the kernel would silently clamp a value outside 100–100,000 µs, so such
+/// a value is refused where the operator sees it.
+fn parse_sched_slice_us(s: &str) -> Result<u64, String> {
+    let us: u64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if us == 0 || (100..=100_000).contains(&us) {
+        Ok(us)
+    } else {
+        Err(format!(
+            "{us} µs is outside the range Linux accepts: use 100 to 100,000, or 0 for the kernel's default"
+        ))
+    }
 }
 
 impl Config {
@@ -151,5 +164,36 @@ impl Config {
             web_dir: None,
             sched_slice_us: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn a_scheduler_slice_outside_the_kernels_range_is_refused() {
+        let parse = |v: &str| {
+            Args::try_parse_from(["learnsync".to_string(), format!("--sched-slice-us={v}")])
+        };
+        for ok in ["0", "100", "2000", "100000"] {
+            let args = parse(ok).unwrap_or_else(|e| panic!("{ok} refused: {e}"));
+            assert_eq!(args.config.sched_slice_us.to_string(), ok);
+        }
+        for bad in ["50", "100001", "-1", "fast"] {
+            let Err(e) = parse(bad) else {
+                panic!("{bad} accepted")
+            };
+            assert!(e.to_string().contains("--sched-slice-us"), "{e}");
+        }
+        let e = parse("50").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("100 to 100,000"), "{e}");
     }
 }

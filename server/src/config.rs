@@ -109,6 +109,26 @@ pub struct Config {
     /// without taking more CPU
     #[arg(long, env = "LEARNSYNC_SCHED_SLICE_US", default_value_t = 100, value_parser = parse_sched_slice_us)]
     pub sched_slice_us: u64,
+
+    /// Microseconds a busy group-commit writer lets a small batch (under 16 writes) wait for
+    /// more before it commits, 0 to 100,000 (0: commit at once). Fewer, larger commits cost
+    /// the database less per change; other devices get a change before its commit, so only
+    /// its author's acknowledgement waits. A write to an idle writer never waits
+    #[arg(long, env = "LEARNSYNC_COMMIT_GATHER_US", default_value_t = 1_000, value_parser = parse_commit_gather_us)]
+    pub commit_gather_us: u64,
+}
+
+/// `--commit-gather-us`: above 100 ms a busy server would hold every author's acknowledgement
+/// that long, which no load repays; refused where the operator sees it.
+fn parse_commit_gather_us(s: &str) -> Result<u64, String> {
+    let us: u64 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    if us <= 100_000 {
+        Ok(us)
+    } else {
+        Err(format!(
+            "{us} µs is too long: use 0 to 100,000 (0 commits at once)"
+        ))
+    }
 }
 
 /// `--sched-slice-us`: the kernel would silently clamp a value outside 100–100,000 µs, so such
@@ -163,6 +183,7 @@ impl Config {
             instance_id: None,
             web_dir: None,
             sched_slice_us: 0,
+            commit_gather_us: 1_000,
         }
     }
 }
@@ -195,5 +216,22 @@ mod tests {
         }
         let e = parse("50").err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("100 to 100,000"), "{e}");
+    }
+
+    #[test]
+    fn a_commit_gather_delay_past_100_ms_is_refused() {
+        let parse = |v: &str| {
+            Args::try_parse_from(["learnsync".to_string(), format!("--commit-gather-us={v}")])
+        };
+        for ok in ["0", "1000", "100000"] {
+            let args = parse(ok).unwrap_or_else(|e| panic!("{ok} refused: {e}"));
+            assert_eq!(args.config.commit_gather_us.to_string(), ok);
+        }
+        for bad in ["100001", "-1", "soon"] {
+            let Err(e) = parse(bad) else {
+                panic!("{bad} accepted")
+            };
+            assert!(e.to_string().contains("--commit-gather-us"), "{e}");
+        }
     }
 }

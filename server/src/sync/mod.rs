@@ -268,6 +268,9 @@ pub struct SyncConfig {
     /// 24% faster in two pairs (BENCHMARKS.md, P5). Each writer holds a connection while it
     /// commits, so the count stays well below the pool's size (at most 16 are started).
     pub postgres_writers: usize,
+    /// How long a busy writer lets a small batch wait for more writes before it commits
+    /// (`--commit-gather-us`; zero commits at once). See `writer::should_gather`.
+    pub commit_gather: Duration,
 }
 
 impl SyncConfig {
@@ -295,6 +298,7 @@ impl SyncConfig {
             compact_idle: true,
             ping_interval: Duration::from_secs(10),
             postgres_writers: 1,
+            commit_gather: Duration::from_micros(config.commit_gather_us),
         }
     }
 }
@@ -350,6 +354,7 @@ impl SyncEngine {
                 queue,
                 compact_tx.clone(),
                 config.compact_after,
+                config.commit_gather,
             ));
         }
         tracker.spawn(writer::compactor(store.clone(), compact_rx));

@@ -113,7 +113,8 @@ pub struct Config {
     /// Microseconds a busy group-commit writer lets a small batch (under 16 writes) wait for
     /// more before it commits, 0 to 100,000 (0: commit at once). Fewer, larger commits cost
     /// the database less per change; other devices get a change before its commit, so only
-    /// its author's acknowledgement waits. A write to an idle writer never waits
+    /// its author's acknowledgement waits. Only writes queued while the previous commit ran
+    /// (or within this delay of its end) wait; a lone write is committed at once
     #[arg(long, env = "LEARNSYNC_COMMIT_GATHER_US", default_value_t = 1_000, value_parser = parse_commit_gather_us)]
     pub commit_gather_us: u64,
 }

@@ -91,6 +91,9 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
     // Commits of up to 256 documents: three writers overlap them with the import's own work
     // (10,000 dumps: 1,287 and 1,469/s against 1,199 and 1,182 with one; BENCHMARKS.md, P5).
     sync_config.postgres_writers = 3;
+    // No gathering: the import keeps its writers full, and no other device waits on the
+    // other side of its commits; P5 was measured without it.
+    sync_config.commit_gather = std::time::Duration::ZERO;
     let sync = SyncEngine::start(
         store.clone(),
         connected.change_feed(),

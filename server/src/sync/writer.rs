@@ -90,21 +90,19 @@ impl Writers {
 /// Larger batches already share their commit widely (P2's load fills them without waiting).
 const GATHER_BELOW: usize = 16;
 
-/// How soon after the end of the previous commit a write must arrive for the writer to count
-/// as busy. A write to an idle writer is committed at once: its author waits for no one.
-const BUSY_WITHIN: Duration = Duration::from_millis(5);
-
 /// Whether a writer that took `batch` writes, `since_commit` after its last commit ended,
-/// waits `gather` for more before committing.
+/// waits `gather` for more before committing. It waits only when the batch is small and was
+/// queued while the previous commit ran (or within `gather` of its end): a lone write, to a
+/// writer that had nothing to do, is committed at once, since waiting would not bring company.
 ///
 /// Under a steady trickle (10,000 devices sending 2,000 changes/s) the writer committed as
 /// soon as anything was queued: 2.7 changes per commit, and PostgreSQL's cost per commit
-/// (round trips, planning, the WAL flush) made it 40% of a core. The changes reach the other
-/// devices before their commit, so waiting delays only their authors' acknowledgements, by
-/// about the delay; with 1 ms, PostgreSQL took 31% of a core and the machine 8 points less
-/// (BENCHMARKS.md, "commits gathered").
+/// (round trips, planning, the WAL flush) made it 37–41% of a core. The changes reach the
+/// other devices before their commit, so waiting delays only their authors'
+/// acknowledgements, by about the delay; with 1 ms, PostgreSQL took 27–32% of a core and the
+/// machine was 10 points less busy (BENCHMARKS.md, "commits gathered").
 fn should_gather(batch: usize, since_commit: Duration, gather: Duration) -> bool {
-    !gather.is_zero() && batch < GATHER_BELOW && since_commit < BUSY_WITHIN
+    !gather.is_zero() && batch < GATHER_BELOW && since_commit < gather
 }
 
 /// Moves whatever is queued into `batch`, up to `max`.
@@ -241,7 +239,7 @@ pub(crate) async fn compactor(store: Arc<dyn Store>, mut rx: mpsc::UnboundedRece
 mod tests {
     use std::time::Duration;
 
-    use super::{BUSY_WITHIN, GATHER_BELOW, should_gather};
+    use super::{GATHER_BELOW, should_gather};
 
     #[test]
     fn only_a_small_batch_taken_by_a_busy_writer_waits_for_company() {
@@ -251,8 +249,9 @@ mod tests {
         assert!(should_gather(GATHER_BELOW - 1, busy, gather));
         // Already large: it shares its commit without waiting.
         assert!(!should_gather(GATHER_BELOW, busy, gather));
-        // An idle writer (or its first write ever) commits at once.
-        assert!(!should_gather(1, BUSY_WITHIN, gather));
+        // A write that finds the writer idle (or its first write ever) commits at once.
+        assert!(!should_gather(1, gather, gather));
+        assert!(!should_gather(1, Duration::from_millis(3), gather));
         assert!(!should_gather(1, Duration::MAX, gather));
         // Turned off.
         assert!(!should_gather(1, busy, Duration::ZERO));

@@ -147,8 +147,9 @@ fn parse_sched_slice_us(s: &str) -> Result<u64, String> {
 
 impl Config {
     /// The defaults (with `LEARNSYNC_*` environment variables applied), for commands other than
-    /// `serve` that run parts of the server, such as `import`.
-    pub fn defaults() -> Self {
+    /// `serve` that run parts of the server, such as `import`. An invalid variable is an error
+    /// naming it, as it is for `serve`, rather than a silent fall-back to other settings.
+    pub fn defaults() -> Result<Self, String> {
         #[derive(clap::Parser)]
         struct Defaults {
             #[command(flatten)]
@@ -156,7 +157,17 @@ impl Config {
         }
         <Defaults as clap::Parser>::try_parse_from(["learnsync"])
             .map(|d| d.config)
-            .unwrap_or_else(|_| Self::for_tests("sqlite://learnsync.db?mode=rwc"))
+            .map_err(|e| {
+                format!(
+                    "a LEARNSYNC_* setting in the environment is invalid: {}",
+                    // clap's first line; its hint about `--help` is for flags, not variables.
+                    e.to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim_start_matches("error: ")
+                )
+            })
     }
 
     /// The defaults, pointing at `database_url` and listening on a random local port (tests).
@@ -200,11 +211,14 @@ mod tests {
         config: Config,
     }
 
+    /// The server's options with one flag set, as clap parses them for `serve`.
+    fn with_flag(flag: &str, value: &str) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["learnsync".to_string(), format!("--{flag}={value}")])
+    }
+
     #[test]
     fn a_scheduler_slice_outside_the_kernels_range_is_refused() {
-        let parse = |v: &str| {
-            Args::try_parse_from(["learnsync".to_string(), format!("--sched-slice-us={v}")])
-        };
+        let parse = |v: &str| with_flag("sched-slice-us", v);
         for ok in ["0", "100", "2000", "100000"] {
             let args = parse(ok).unwrap_or_else(|e| panic!("{ok} refused: {e}"));
             assert_eq!(args.config.sched_slice_us.to_string(), ok);
@@ -221,9 +235,7 @@ mod tests {
 
     #[test]
     fn a_commit_gather_delay_past_100_ms_is_refused() {
-        let parse = |v: &str| {
-            Args::try_parse_from(["learnsync".to_string(), format!("--commit-gather-us={v}")])
-        };
+        let parse = |v: &str| with_flag("commit-gather-us", v);
         for ok in ["0", "1000", "100000"] {
             let args = parse(ok).unwrap_or_else(|e| panic!("{ok} refused: {e}"));
             assert_eq!(args.config.commit_gather_us.to_string(), ok);

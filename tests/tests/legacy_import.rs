@@ -559,3 +559,28 @@ both_backends!(
         assert_eq!(runs.ok(200)["items"].as_array().unwrap().len(), 2);
     }
 );
+
+/// A bad `LEARNSYNC_*` setting stops the import before it touches the database, with an error
+/// that names the setting (it used to fall back silently to other settings).
+#[test]
+fn cli_import_refuses_an_invalid_setting_in_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_file = dir.path().join("untouched.db");
+    let out = Command::new(learnsync_bin())
+        .args([
+            "import",
+            fixtures().to_str().unwrap(),
+            "--database-url",
+            &format!("sqlite://{}?mode=rwc", db_file.display()),
+        ])
+        .env("LEARNSYNC_COMMIT_GATHER_US", "soon")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("LEARNSYNC_") && stderr.contains("commit-gather-us"),
+        "{stderr}"
+    );
+    assert!(!db_file.exists(), "the database was created: {stderr}");
+}

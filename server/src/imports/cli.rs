@@ -59,7 +59,7 @@ pub async fn run(args: ImportArgs) -> Result<(), CliError> {
             dumps.len()
         )));
     }
-    let mut config = Config::defaults();
+    let mut config = Config::defaults().map_err(CliError::Input)?;
     config.database_url = args.database_url.clone();
     // No device is connected to this process: a document is done with once its import edit is
     // stored. Evicted a second later instead of 30 s, a 10,000-dump run peaks at 396 MB

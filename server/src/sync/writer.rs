@@ -96,7 +96,7 @@ const GATHER_BELOW: usize = 16;
 /// writer that had nothing to do, is committed at once, since waiting would not bring company.
 ///
 /// Under a steady trickle (10,000 devices sending 2,000 changes/s) the writer committed as
-/// soon as anything was queued: 2.7 changes per commit, and PostgreSQL's cost per commit
+/// soon as anything was queued: 4 changes per commit, and PostgreSQL's cost per commit
 /// (round trips, planning, the WAL flush) made it 37–41% of a core. The changes reach the
 /// other devices before their commit, so waiting delays only their authors'
 /// acknowledgements, by about the delay; with 1 ms, PostgreSQL took 27–32% of a core and the
